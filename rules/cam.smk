@@ -1,0 +1,72 @@
+# CAM: train the classifier, write multi-scale CAMs, evaluate them against the masks.
+
+
+rule train_cam:
+    input:
+        train=split_csv("train"),
+        val=split_csv("val"),
+        weights=weights_input,
+    output:
+        model=f"{R}/{{method}}/cam/model.pt",
+        log_csv=f"{R}/{{method}}/cam/train_log.csv",
+    params:
+        hp=lambda wc: {k: v for k, v in hparams(wc.method).items() if k != "make_cams" and k != "eval_cams"},
+        resume=lambda wc: f"{R}/{wc.method}/cam/.resume/train_cam.pt",
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/train_cam/{{method}}.log",
+    benchmark:
+        f"{BENCH}/train_cam/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=600,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/train_cam.py"
+
+
+rule make_cams:
+    input:
+        model=rules.train_cam.output.model,
+        split=cam_split_csv,
+    output:
+        f"{R}/{{method}}/cam/cams.h5",
+    params:
+        hp=lambda wc: {"make_cams": hparams(wc.method)["make_cams"]},
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/make_cams/{{method}}.log",
+    benchmark:
+        f"{BENCH}/make_cams/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/make_cams.py"
+
+
+rule eval_cams:
+    input:
+        cams=rules.make_cams.output[0],
+        split=cam_split_csv,
+    output:
+        f"{R}/{{method}}/cam/miou.json",
+    params:
+        hp=lambda wc: {"eval_cams": hparams(wc.method)["eval_cams"]},
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/eval_cams/{{method}}.log",
+    benchmark:
+        f"{BENCH}/eval_cams/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../workflow/scripts/eval_cams.py"

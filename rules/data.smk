@@ -1,0 +1,127 @@
+# Data: materialise the dataset in VOC layout, write split tables, fetch backbone weights.
+
+
+localrules:
+    download_voc,
+    download_sbd,
+    fetch_weights,
+
+
+rule make_synthetic:
+    output:
+        directory(config["synthetic"]["root"]),
+    params:
+        spec={k: v for k, v in config["synthetic"].items() if k not in ("root", "hparams")},
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/make_synthetic.log",
+    benchmark:
+        f"{BENCH}/make_synthetic.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow/scripts/make_synthetic.py"
+
+
+rule download_voc:
+    output:
+        f"{config['voc12']['download_dir']}/VOCtrainval_11-May-2012.tar",
+    params:
+        url=config["voc12"]["voc_url"],
+        md5=config["voc12"]["voc_md5"],
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/download_voc.log",
+    benchmark:
+        f"{BENCH}/download_voc.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=240,
+    script:
+        "../workflow/scripts/download.py"
+
+
+rule download_sbd:
+    output:
+        f"{config['voc12']['download_dir']}/benchmark.tgz",
+    params:
+        url=config["voc12"]["sbd_url"],
+        md5=config["voc12"]["sbd_md5"],
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/download_sbd.log",
+    benchmark:
+        f"{BENCH}/download_sbd.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=240,
+    script:
+        "../workflow/scripts/download.py"
+
+
+rule prepare_voc12:
+    input:
+        voc=rules.download_voc.output[0],
+        sbd=rules.download_sbd.output[0],
+    output:
+        directory("data/voc12/VOC2012"),
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/prepare_voc12.log",
+    benchmark:
+        f"{BENCH}/prepare_voc12.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../workflow/scripts/prepare_voc12.py"
+
+
+rule prepare_splits:
+    input:
+        dataset_input,
+    output:
+        f"{R}/splits/{{split}}.csv",
+    params:
+        root=voc_root(),
+        class_names=class_names(),
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/prepare_splits/{{split}}.log",
+    benchmark:
+        f"{BENCH}/prepare_splits/{{split}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow/scripts/prepare_splits.py"
+
+
+rule fetch_weights:
+    output:
+        "data/weights/{backbone}.pth",
+    wildcard_constraints:
+        backbone="resnet18|resnet50|resnet101",
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/fetch_weights/{{backbone}}.log",
+    benchmark:
+        f"{BENCH}/fetch_weights/{{backbone}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    script:
+        "../workflow/scripts/fetch_weights.py"

@@ -1,0 +1,57 @@
+"""Shared fixtures: repository paths, the real VOC sample, and a tiny synthetic workflow config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VOC_SAMPLE = REPO.parent / "shared" / "voc_sample"
+
+
+@pytest.fixture(scope="session")
+def voc_sample() -> Path:
+    if not (VOC_SAMPLE / "VOC2012" / "JPEGImages").is_dir():
+        pytest.skip(f"real VOC sample not found at {VOC_SAMPLE}")
+    return VOC_SAMPLE
+
+
+TINY_SYNTHETIC = {
+    "device": "cpu",
+    "synthetic": {
+        "n_train": 48, "n_train_aug": 64, "n_val": 16, "image_size": 64, "n_classes": 3,
+        "hparams": {
+            "train_cam": {"epochs": 30, "lr": 0.02, "crop": 64, "resize_long": [56, 72], "batch_size": 8},
+            "make_cams": {"scales": [1.0, 1.5]},
+        },
+    },
+}
+
+
+def write_overlay(workdir: Path, overlay: dict, name: str = "overlay.yaml") -> Path:
+    path = workdir / name
+    path.write_text(yaml.safe_dump(overlay))
+    return path
+
+
+def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check: bool = True
+                  ) -> subprocess.CompletedProcess:
+    """Run the real workflow with the repository's Snakefile and config, outputs under ``workdir``.
+
+    ``overlay`` is merged over config/config.yaml (as a second --configfile).
+    """
+    configfiles = [str(REPO / "config" / "config.yaml")]
+    if overlay is not None:
+        configfiles.append(str(write_overlay(workdir, overlay)))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+               "--directory", str(workdir), "--configfile", *configfiles, *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result

@@ -1,0 +1,7 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from wsss_lib.data.download import download
+
+download(snakemake.params.url, snakemake.output[0], checksum=snakemake.params.md5, algorithm="md5")

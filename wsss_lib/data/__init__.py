@@ -1,0 +1,1 @@
+"""Datasets, all materialised in PASCAL VOC layout and read by one reader."""

@@ -1,0 +1,80 @@
+"""torch Datasets over split tables (see wsss_lib.data.voc)."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from wsss_lib.data.transforms import normalise
+from wsss_lib.data.voc import class_columns, read_image
+
+
+class ClassificationDataset(Dataset):
+    """(augmented image, multi-hot label) pairs for classifier training.
+
+    Each item uses its own torch.Generator seeded from (seed, epoch, index), so augmentation is
+    reproducible and independent of worker count.
+    """
+
+    def __init__(self, table: pd.DataFrame, transform: Callable, seed: int = 0):
+        self.ids = table["id"].tolist()
+        self.images = table["image"].tolist()
+        self.labels = torch.from_numpy(table[class_columns(table)].to_numpy(dtype=np.float32))
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % (2**63))
+        image = Image.fromarray(read_image(self.images[index]))
+        return self.transform(image, generator), self.labels[index]
+
+
+class InferenceDataset(Dataset):
+    """Normalised full-size images with their ids and labels (no augmentation)."""
+
+    def __init__(self, table: pd.DataFrame, mean: Sequence[float], std: Sequence[float]):
+        self.ids = table["id"].tolist()
+        self.images = table["image"].tolist()
+        self.labels = torch.from_numpy(table[class_columns(table)].to_numpy(dtype=np.float32))
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image = read_image(self.images[index])
+        return self.ids[index], normalise(image, self.mean, self.std), self.labels[index]
+
+
+def batches_by_size(image_paths: Sequence[str], max_batch: int) -> list[list[int]]:
+    """Index batches of images that share a size (so they stack without padding), in first-seen order.
+
+    Only image headers are read. VOC photos come in a handful of sizes, the synthetic set in one.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, path in enumerate(image_paths):
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image not found: {path}") from None
+        except OSError as err:
+            raise ValueError(f"cannot read image {path}: {err}") from err
+        groups.setdefault(size, []).append(index)
+    return [group[i : i + max_batch] for group in groups.values() for i in range(0, len(group), max_batch)]
+
+
+def collate_inference(items):
+    ids, images, labels = zip(*items)
+    return list(ids), torch.stack(images), torch.stack(labels)

@@ -1,0 +1,139 @@
+"""One reader for every dataset in PASCAL VOC layout (real VOC 2012 + SBD, the VOC sample, synthetic).
+
+Layout: ``JPEGImages/{id}.jpg``, ``SegmentationClassAug/`` or ``SegmentationClass/{id}.png`` (class
+indices, 255 = ignore), optional ``Annotations/{id}.xml``, ``ImageSets/Segmentation/{split}.txt``.
+A split table (``results/splits/{split}.csv``) has one row per image: ``id``, ``image``, ``mask``
+(empty when absent) and one 0/1 column per foreground class.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")
+BASE_COLUMNS = ("id", "image", "mask")
+
+
+def find_voc_root(root: str | os.PathLike) -> Path:
+    """The folder holding JPEGImages/: ``root`` itself, ``root/VOC2012`` or ``root/VOCdevkit/VOC2012``."""
+    root = Path(root)
+    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "JPEGImages").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"no VOC-layout tree at {root}: expected JPEGImages/ in it, in VOC2012/ or in VOCdevkit/VOC2012/"
+    )
+
+
+def read_split_ids(voc_root: Path, split: str) -> list[str]:
+    path = Path(voc_root) / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"split list for {split!r} not found: {path}")
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"split list {path} is empty")
+    return ids
+
+
+def labels_from_mask(mask: np.ndarray, n_classes: int, source: str = "mask") -> np.ndarray:
+    """0/1 vector over the foreground classes present in a label map (values 1..n_classes)."""
+    values = np.unique(mask)
+    bad = values[(values > n_classes) & (values != IGNORE_INDEX)]
+    if bad.size:
+        raise ValueError(f"{source} has class values {bad.tolist()} outside 0..{n_classes} (and 255)")
+    labels = np.zeros(n_classes, dtype=np.uint8)
+    fg = values[(values >= 1) & (values <= n_classes)]
+    labels[fg.astype(np.int64) - 1] = 1
+    return labels
+
+
+def labels_from_xml(path: Path, class_names: Sequence[str]) -> np.ndarray:
+    """0/1 vector from a VOC annotation XML (every <object><name>, difficult ones included as in PSA)."""
+    try:
+        tree = ElementTree.parse(path)
+    except ElementTree.ParseError as err:
+        raise ValueError(f"cannot parse annotation {path}: {err}") from err
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.zeros(len(class_names), dtype=np.uint8)
+    for obj in tree.getroot().iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in index:
+            raise ValueError(f"annotation {path} names unknown class {name!r}")
+        labels[index[name]] = 1
+    return labels
+
+
+def build_split_table(voc_root: str | os.PathLike, split: str, class_names: Sequence[str]) -> pd.DataFrame:
+    """The split table for ``split``: image-level labels from the masks, or from XML where a mask is absent.
+
+    Every listed image must exist; an image with neither mask nor annotation is an error naming it.
+    """
+    voc_root = Path(voc_root)
+    mask_dirs = [voc_root / name for name in MASK_DIRS if (voc_root / name).is_dir()]
+    rows = []
+    for image_id in read_split_ids(voc_root, split):
+        image = voc_root / "JPEGImages" / f"{image_id}.jpg"
+        if not image.is_file():
+            raise FileNotFoundError(f"image {image_id} listed in split {split!r} is missing: {image}")
+        mask = next((d / f"{image_id}.png" for d in mask_dirs if (d / f"{image_id}.png").is_file()), None)
+        xml = voc_root / "Annotations" / f"{image_id}.xml"
+        if mask is not None:
+            labels = labels_from_mask(read_label_png(mask), len(class_names), source=str(mask))
+        elif xml.is_file():
+            labels = labels_from_xml(xml, class_names)
+        else:
+            raise FileNotFoundError(
+                f"image {image_id} (split {split!r}) has no mask in {[str(d) for d in mask_dirs]} and no {xml}"
+            )
+        row = {"id": image_id, "image": str(image), "mask": "" if mask is None else str(mask)}
+        row.update(zip(class_names, labels.tolist()))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*BASE_COLUMNS, *class_names])
+
+
+def read_split_table(path: str | os.PathLike, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a split CSV, checking its columns; ``class_names`` None means 'the columns after the base ones'."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split table not found: {path}")
+    table = pd.read_csv(path, dtype={"id": str, "image": str, "mask": str}, keep_default_na=False)
+    missing = [c for c in BASE_COLUMNS if c not in table.columns]
+    if class_names is not None:
+        missing += [c for c in class_names if c not in table.columns]
+    if missing:
+        raise ValueError(f"split table {path} lacks columns {missing}; it has {list(table.columns)}")
+    names = list(class_names) if class_names is not None else [c for c in table.columns if c not in BASE_COLUMNS]
+    labels = table[names]
+    if not labels.isin([0, 1]).all().all():
+        raise ValueError(f"split table {path}: class columns must hold 0/1 values")
+    return table
+
+
+def class_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in BASE_COLUMNS]
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An RGB image as (H, W, 3) uint8; a missing or corrupt file is an error naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err

@@ -1,0 +1,81 @@
+"""The CAM classifier: a backbone, global average pooling and a 1x1-conv classifier.
+
+Class activation maps (Zhou et al. CVPR 2016, "Learning Deep Features for Discriminative
+Localization") are the classifier weights applied at every position of the last feature map:
+``CAM_c(x, y) = w_c . f(x, y)``; with GAP before a linear classifier, the logit of class c is the
+spatial mean of CAM_c. The 1x1 conv without bias follows PSA / IRN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from wsss_lib.models.backbones import Backbone, build_backbone
+
+
+class CAMNet(nn.Module):
+    def __init__(self, backbone: Backbone, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.n_classes = n_classes
+        self.classifier = nn.Conv2d(backbone.out_channels, n_classes, 1, bias=False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image-level logits (B, K)."""
+        pooled = F.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(pooled).flatten(1)
+
+    def cams(self, x: torch.Tensor) -> torch.Tensor:
+        """Non-negative class activation maps (B, K, h, w) at the backbone's output stride."""
+        return F.relu(self.classifier(self.features(x)))
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, new-layer parameters): new layers get a larger learning rate."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        new = [p for p in self.classifier.parameters() if p.requires_grad]
+        return backbone, new
+
+
+def build_cam_net(backbone: str, n_classes: int, pretrained: str = "none", output_stride: int = 16,
+                  weights_file=None) -> CAMNet:
+    return CAMNet(build_backbone(backbone, pretrained, output_stride, weights_file), n_classes)
+
+
+def model_metadata(model: CAMNet, backbone: str, class_names: list[str], **extra) -> dict:
+    """What a saved model needs to be rebuilt: plain types only, so torch.load(weights_only=True) reads it."""
+    return {
+        "architecture": "cam_net",
+        "backbone": backbone,
+        "output_stride": int(model.backbone.output_stride),
+        "n_classes": int(model.n_classes),
+        "class_names": list(class_names),
+        **extra,
+    }
+
+
+def save_model(path, model: CAMNet, meta: dict) -> None:
+    from wsss_lib.atomic import atomic_path
+
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+
+
+def load_cam_net(path) -> tuple[CAMNet, dict]:
+    """Rebuild a saved CAMNet (no pretrained weights needed: the state dict has them all)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model file not found: {path}") from None
+    except Exception as err:
+        raise ValueError(f"cannot load model {path}: {err}") from err
+    if not isinstance(blob, dict) or "state_dict" not in blob or "meta" not in blob:
+        raise ValueError(f"model file {path} lacks 'state_dict'/'meta'; was it written by train_cam?")
+    meta = blob["meta"]
+    model = build_cam_net(meta["backbone"], meta["n_classes"], "none", meta["output_stride"])
+    model.load_state_dict(blob["state_dict"])
+    return model, meta

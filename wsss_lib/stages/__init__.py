@@ -1,0 +1,1 @@
+"""Stage entry points: what each workflow script calls. One module per stage group."""

@@ -1,0 +1,142 @@
+"""CAM stage: train the classifier, write multi-scale CAMs to an HDF5 store, evaluate them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wsss_lib.atomic import atomic_path
+from wsss_lib.cams import multiscale_cams, normalise_by_max, strongest_class
+from wsss_lib.config import config_hash
+from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, batches_by_size, collate_inference
+from wsss_lib.data.label_png import read_label_png
+from wsss_lib.data.transforms import ClassificationTrainTransform
+from wsss_lib.data.voc import class_columns, read_split_table
+from wsss_lib.metrics import confusion_matrix, summarise
+from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
+from wsss_lib.store import StoreReader, open_store_writer
+from wsss_lib.training import TrainSettings, multilabel_loss, resolve_device, train_classifier
+
+
+def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Mapping[str, Any], *,
+              device: str = "auto", threads: int = 1, weights_file: str | None = None,
+              resume_path: str | None = None, method: str = "") -> list[dict]:
+    """Train the CAM classifier of one method (Zhou et al. 2016 GAP classifier, PSA/IRN schedule)."""
+    torch.set_num_threads(max(1, threads))
+    opts = hp["train_cam"]
+    torch.manual_seed(opts["seed"])
+    train_table, val_table = read_split_table(train_csv), read_split_table(val_csv)
+    class_names = class_columns(train_table)
+    model = build_cam_net(hp["backbone"], len(class_names), hp["pretrained"], hp["output_stride"], weights_file)
+    backbone = model.backbone
+    transform = ClassificationTrainTransform(
+        crop=opts["crop"], resize_long_range=tuple(opts["resize_long"]), hflip=opts["hflip"],
+        color_jitter=tuple(opts["color_jitter"]), mean=backbone.input_mean, std=backbone.input_std,
+    )
+    settings = TrainSettings(
+        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
+        momentum=opts["momentum"], poly_power=opts["poly_power"], new_layer_lr_mult=opts["new_layer_lr_mult"],
+        freeze_bn=opts["freeze_bn"], num_workers=opts["num_workers"], seed=opts["seed"],
+    )
+    rows = train_classifier(
+        model, ClassificationDataset(train_table, transform, seed=opts["seed"]),
+        InferenceDataset(val_table, backbone.input_mean, backbone.input_std), settings, multilabel_loss,
+        resolve_device(device), log_out, resume_path,
+    )
+    meta = model_metadata(model, hp["backbone"], class_names, method=method, config_hash=config_hash(dict(hp)),
+                          pretrained=str(hp["pretrained"]), input_mean=list(backbone.input_mean),
+                          input_std=list(backbone.input_std))
+    save_model(model_out, model.cpu(), meta)
+    return rows
+
+
+def make_cams(model_path: str, split_csv: str, store_out: str, hp: Mapping[str, Any], *, device: str = "auto",
+              threads: int = 1, method: str = "") -> None:
+    """Multi-scale + flip CAMs for every image of a split, for the classes in its image-level labels."""
+    torch.set_num_threads(max(1, threads))
+    opts = hp["make_cams"]
+    model, meta = load_cam_net(model_path)
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    table = read_split_table(split_csv, meta["class_names"])
+    dataset = InferenceDataset(table, meta["input_mean"], meta["input_std"])
+    loader = DataLoader(dataset, batch_sampler=batches_by_size(dataset.images, opts["batch_size"]),
+                        collate_fn=collate_inference, num_workers=opts["num_workers"])
+    attrs = {"method": method, "model": str(model_path), "model_config_hash": meta["config_hash"],
+             "config_hash": config_hash(dict(opts)), "scales": list(opts["scales"]), "flip": opts["flip"],
+             "strided_stride": opts["strided_stride"], "class_names": list(meta["class_names"])}
+    with open_store_writer(store_out, attrs) as store, torch.no_grad():
+        for ids, images, labels in tqdm(loader, desc="make_cams", mininterval=10):
+            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+                strided, high_res = multiscale_cams(model, images.to(dev), opts["scales"], opts["flip"],
+                                                    opts["strided_stride"])
+            strided, high_res = normalise_by_max(strided).cpu(), normalise_by_max(high_res).cpu()
+            for i, image_id in enumerate(ids):
+                keys = torch.nonzero(labels[i]).flatten()
+                store.write(image_id, keys=keys.numpy().astype(np.int16),
+                            cam=strided[i, keys].numpy().astype(np.float16),
+                            high_res=high_res[i, keys].numpy().astype(np.float16))
+
+
+def threshold_grid(start: float, stop: float, step: float) -> list[float]:
+    return [round(t, 4) for t in np.arange(start, stop + step / 2, step)]
+
+
+def eval_cams(store_path: str, split_csv: str, json_out: str, hp: Mapping[str, Any]) -> dict:
+    """CAM mIoU at the configured background threshold, plus a threshold sweep (one pass over images)."""
+    opts = hp["eval_cams"]
+    sweep = threshold_grid(*opts["sweep"])
+    thresholds = sorted(set(sweep) | {opts["threshold"]})
+    started = time.time()
+    with StoreReader(store_path) as store:
+        class_names = list(store.attrs["class_names"])
+        table = read_split_table(split_csv, class_names)
+        names = ["background", *class_names]
+        n = len(names)
+        confusions = {t: np.zeros((n, n), dtype=np.int64) for t in thresholds}
+        evaluated = 0
+        for image_id, mask_path in zip(table["id"], table["mask"]):
+            if not mask_path:
+                continue  # no pixel ground truth (XML-only image): nothing to score
+            gt = read_label_png(mask_path)
+            entry = store[image_id]
+            cams = entry["high_res"].astype(np.float32)
+            if cams.shape[-2:] != gt.shape:
+                raise ValueError(f"CAM of {image_id} in {store_path} is {cams.shape[-2:]}, mask {mask_path} is {gt.shape}")
+            label, peak = strongest_class(cams, entry["keys"])
+            for t in thresholds:
+                confusions[t] += confusion_matrix(gt, np.where(peak > t, label, 0), n)
+            evaluated += 1
+    if evaluated == 0:
+        raise ValueError(f"no image of {split_csv} has a ground-truth mask: cannot evaluate CAMs")
+    by_threshold = {t: summarise(confusions[t], names) for t in thresholds}
+    best = max(sweep, key=lambda t: by_threshold[t]["miou"])
+    result = {
+        **by_threshold[opts["threshold"]],
+        "threshold": opts["threshold"],
+        "split": Path(split_csv).stem,
+        "n_images": evaluated,
+        "sweep": {str(t): by_threshold[t]["miou"] for t in sweep},
+        "best_threshold": best,
+        "best_miou": by_threshold[best]["miou"],
+        "all_background_miou": summarise(_all_background(confusions[opts["threshold"]]), names)["miou"],
+        "seconds": time.time() - started,
+    }
+    with atomic_path(json_out, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _all_background(conf: np.ndarray) -> np.ndarray:
+    """The confusion matrix of predicting background everywhere, from the ground-truth row sums."""
+    out = np.zeros_like(conf)
+    out[:, 0] = conf.sum(1)
+    return out
