@@ -4,7 +4,8 @@ Both variants use the same model, images, scales and flips and produce the same 
 Reports images/s of each, their ratio, and the share of the real make_cams stage spent outside
 the network forward (image decoding, normalisation, resizing, HDF5 writes).
 
-    .venv/bin/python benchmarks/make_cams_batching.py --backbone efficientnet_lite0 --images 24
+    .venv/bin/python benchmarks/make_cams_batching.py --source voc --backbone efficientnet_lite0 --images 12
+    .venv/bin/python benchmarks/make_cams_batching.py --source synthetic --backbone small_cnn --images 64 --batch 16
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_lib.cams import multiscale_cams, normalise_by_max
+from wsss_lib.data.synthetic import class_names as synthetic_class_names, generate_synthetic
 from wsss_lib.data.voc import VOC_CLASSES, build_split_table, find_voc_root
 from wsss_lib.data.datasets import InferenceDataset
 from wsss_lib.models.cam_net import CAMNet, build_cam_net, model_metadata, save_model
@@ -44,6 +46,7 @@ def per_view_cams(model, image: torch.Tensor, scales=SCALES) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--source", choices=["voc", "synthetic"], default="voc")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--batch", type=int, default=4)
@@ -51,8 +54,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    table = build_split_table(find_voc_root(VOC_SAMPLE), "train", VOC_CLASSES).head(args.images)
-    model = build_cam_net(args.backbone, len(VOC_CLASSES), "none", 16).eval()
+    work = tempfile.TemporaryDirectory()
+    if args.source == "voc":
+        class_names = list(VOC_CLASSES)
+        table = build_split_table(find_voc_root(VOC_SAMPLE), "train", class_names).head(args.images)
+    else:  # 128 px synthetic images: the CPU demo's regime
+        class_names = synthetic_class_names(5)
+        generate_synthetic(Path(work.name) / "syn", n_train=args.images, n_train_aug=args.images, n_val=1,
+                           image_size=128, n_classes=5, seed=0)
+        table = build_split_table(Path(work.name) / "syn", "train", class_names)
+    model = build_cam_net(args.backbone, len(class_names), "none", 16 if args.backbone != "small_cnn" else 8).eval()
     dataset = InferenceDataset(table, model.backbone.input_mean, model.backbone.input_std)
 
     with torch.no_grad():
@@ -71,7 +82,7 @@ def main() -> None:
         tmp = Path(tmp)
         csv = tmp / "split.csv"
         table.to_csv(csv, index=False)
-        meta = model_metadata(model, args.backbone, list(VOC_CLASSES), method="bench", config_hash="-",
+        meta = model_metadata(model, args.backbone, class_names, method="bench", config_hash="-",
                               input_mean=list(model.backbone.input_mean), input_std=list(model.backbone.input_std))
         save_model(tmp / "model.pt", model, meta)
         forward_s = 0.0
@@ -93,7 +104,7 @@ def main() -> None:
         CAMNet.cams = original
 
     n = len(dataset)
-    print(f"backbone {args.backbone}, {n} VOC sample images, scales {SCALES} x flip, {args.threads} threads, "
+    print(f"backbone {args.backbone}, {n} {args.source} images, scales {SCALES} x flip, {args.threads} threads, "
           f"batch {args.batch}")
     print(f"one forward per view : {n / per_view_s:6.2f} images/s ({per_view_s:.1f} s)")
     print(f"batched make_cams    : {n / batched_s:6.2f} images/s ({batched_s:.1f} s)")

@@ -24,7 +24,7 @@ class ClassificationDataset(Dataset):
     def __init__(self, table: pd.DataFrame, transform: Callable, seed: int = 0):
         self.ids = table["id"].tolist()
         self.images = table["image"].tolist()
-        self.labels = torch.from_numpy(table[class_columns(table)].to_numpy(dtype=np.float32))
+        self.labels = torch.tensor(table[class_columns(table)].to_numpy(dtype=np.float32))
         self.transform = transform
         self.seed = seed
         self.epoch = 0
@@ -44,7 +44,7 @@ class InferenceDataset(Dataset):
     def __init__(self, table: pd.DataFrame, mean: Sequence[float], std: Sequence[float]):
         self.ids = table["id"].tolist()
         self.images = table["image"].tolist()
-        self.labels = torch.from_numpy(table[class_columns(table)].to_numpy(dtype=np.float32))
+        self.labels = torch.tensor(table[class_columns(table)].to_numpy(dtype=np.float32))
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __len__(self) -> int:
