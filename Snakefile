@@ -1,6 +1,6 @@
 # wsss-pipeline: weakly supervised semantic segmentation as one Snakemake DAG.
-# Usage: snakemake --cores 2                      (every configured method)
-#        snakemake --cores 2 results/baseline/cam/miou.json
+# Usage: snakemake --cores 2                      (every configured method -> results/cam_summary.csv)
+#        snakemake --cores 2 results/fmix/cam/miou.json
 
 from snakemake.utils import min_version
 
@@ -13,9 +13,11 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/cam.smk"
+include: "rules/subcategory.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
-        expand(f"{R}/{{method}}/cam/miou.json", method=METHODS),
+        f"{R}/cam_summary.csv",
     default_target: True

@@ -3,14 +3,14 @@
 
 rule train_cam:
     input:
-        train=split_csv("train"),
+        train=cam_train_csv,
         val=split_csv("val"),
         weights=weights_input,
     output:
         model=f"{R}/{{method}}/cam/model.pt",
         log_csv=f"{R}/{{method}}/cam/train_log.csv",
     params:
-        hp=lambda wc: {k: v for k, v in hparams(wc.method).items() if k != "make_cams" and k != "eval_cams"},
+        hp=lambda wc: cam_training_params(wc.method),
         resume=lambda wc: f"{R}/{wc.method}/cam/.resume/train_cam.pt",
     conda:
         "../envs/wsss.yaml"
@@ -29,7 +29,7 @@ rule train_cam:
 
 rule make_cams:
     input:
-        model=rules.train_cam.output.model,
+        model=final_cam_model,
         split=cam_split_csv,
     output:
         f"{R}/{{method}}/cam/cams.h5",

@@ -1,5 +1,6 @@
 # Config validation, shared paths and input functions.
 
+import json
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -21,6 +22,7 @@ BENCH = f"{R}/benchmarks"
 wildcard_constraints:
     method="|".join(METHODS),
     split="|".join(SPLITS),
+    round=r"[1-9][0-9]*",
 
 
 def gpu_count():
@@ -52,6 +54,68 @@ def hparams(method):
     return method_config(config, method)
 
 
+def cam_training_params(method):
+    """What the CAM classifier's training depends on (and nothing else, so nothing else retrains it)."""
+    hp = hparams(method)
+    return {k: hp[k] for k in ("backbone", "pretrained", "output_stride", "train_cam")}
+
+
+def subcategory_rounds(method):
+    return hparams(method)["subcategory"]["rounds"]
+
+
+def per_round_subcategory(method):
+    """A round's settings without the round count, so adding rounds leaves earlier rounds cached."""
+    return {k: v for k, v in hparams(method)["subcategory"].items() if k != "rounds"}
+
+
+def final_cam_model(wildcards):
+    """The model that makes the method's CAMs: the last sub-category round's, or the plain CAM net."""
+    rounds = subcategory_rounds(wildcards.method)
+    return f"{R}/{wildcards.method}/round{rounds}/model.pt" if rounds else f"{R}/{wildcards.method}/cam/model.pt"
+
+
+def previous_model(wildcards):
+    """Round r starts from round r-1's model (round 1 from the plain CAM net)."""
+    r = int(wildcards.round)
+    return f"{R}/{wildcards.method}/cam/model.pt" if r == 1 else f"{R}/{wildcards.method}/round{r - 1}/model.pt"
+
+
+def feature_model(wildcards):
+    """SC-CAM clusters the current CAM net's features; sub-category teaching the ViT teacher's."""
+    if hparams(wildcards.method)["subcategory"]["features"] == "vit":
+        return f"{R}/{wildcards.method}/teacher/model.pt"
+    return previous_model(wildcards)
+
+
+def clusters_of_round(wildcards):
+    """clusters.json of the round, through the checkpoint: jobs that need it wait until it has run."""
+    return checkpoints.cluster_features.get(method=wildcards.method, round=wildcards.round).output.json
+
+
+def cluster_count(wildcards):
+    """The number of sub-categories in the round's clusters.json; '<TBD>' before the checkpoint has run.
+
+    The file is read by path rather than through the checkpoint: when the checkpoint has to rerun,
+    the job's input function (clusters_of_round) makes Snakemake re-evaluate the job, count included,
+    once the new file exists; reading it directly keeps an up-to-date job from looking changed.
+    """
+    path = Path(f"{R}/{wildcards.method}/round{wildcards.round}/clusters.json")
+    try:
+        return json.loads(path.read_text())["total"]
+    except (OSError, ValueError, KeyError):
+        return "<TBD>"
+
+
+def teacher_weights(wildcards):
+    teacher = hparams(wildcards.method)["teacher"]
+    if teacher["pretrained"] == "imagenet":
+        return f"data/weights/{teacher['preset']}.pth"
+    if teacher["pretrained"] != "none":
+        return teacher["pretrained"]
+    return []
+
+
 def split_csv(split):
     return f"{R}/splits/{split}.csv"
 
@@ -64,6 +128,10 @@ def weights_input(wildcards):
     if hp["pretrained"] not in ("none", "imagenet"):
         return hp["pretrained"]
     return []
+
+
+def cam_train_csv(wildcards):
+    return split_csv(hparams(wildcards.method)["train_cam"]["split"])
 
 
 def cam_split_csv(wildcards):

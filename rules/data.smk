@@ -112,7 +112,7 @@ rule fetch_weights:
     output:
         "data/weights/{backbone}.pth",
     wildcard_constraints:
-        backbone="resnet18|resnet50|resnet101",
+        backbone="resnet18|resnet50|resnet101|vit_b_16",
     conda:
         "../envs/wsss.yaml"
     log:

@@ -7,8 +7,10 @@ from wsss_lib.data.synthetic import class_names, generate_synthetic
 from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import build_split_table
 from wsss_lib.models.cam_net import build_cam_net
-from wsss_lib.training import (TrainSettings, mean_average_precision, multilabel_loss, poly_schedule,
-                               train_classifier)
+from wsss_lib.objectives import Objective, build_batch_loss
+from wsss_lib.training import TrainSettings, mean_average_precision, poly_schedule, train_classifier
+
+BASELINE = build_batch_loss(Objective())
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_mean_average_precision_known_answers():
 def test_training_logs_and_resumes_exactly(tiny_sets, tmp_path):
     train_set, val_set = tiny_sets
     reference = fresh_model()
-    rows = train_classifier(reference, train_set, val_set, SETTINGS, multilabel_loss, torch.device("cpu"),
+    rows = train_classifier(reference, train_set, val_set, SETTINGS, BASELINE, torch.device("cpu"),
                             tmp_path / "ref.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all(0 <= r["val_map"] <= 1 for r in rows)
     assert rows[-1]["lr"] == 0.0
@@ -66,11 +68,11 @@ def test_training_logs_and_resumes_exactly(tiny_sets, tmp_path):
 
     interrupted, state = fresh_model(), tmp_path / "state" / "resume.pt"
     with pytest.raises(Preempted):
-        train_classifier(interrupted, train_set, val_set, SETTINGS, multilabel_loss, torch.device("cpu"),
+        train_classifier(interrupted, train_set, val_set, SETTINGS, BASELINE, torch.device("cpu"),
                          tmp_path / "run.csv", state, on_epoch_end=preempt_in_epoch_two)
     assert state.is_file()
     resumed = fresh_model()  # a new process: only the saved state carries over
-    resumed_rows = train_classifier(resumed, train_set, val_set, SETTINGS, multilabel_loss, torch.device("cpu"),
+    resumed_rows = train_classifier(resumed, train_set, val_set, SETTINGS, BASELINE, torch.device("cpu"),
                                     tmp_path / "run.csv", state)
     assert not state.exists()  # removed once training completes
     assert [r["epoch"] for r in resumed_rows] == [1, 2, 3]

@@ -16,14 +16,13 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wsss_lib.atomic import atomic_path
-from wsss_lib.data.datasets import batches_by_size, collate_inference
+from wsss_lib.data.datasets import collate_inference
 
 
 @dataclass(frozen=True)
@@ -43,12 +42,6 @@ class TrainSettings:
 class BatchLoss(Protocol):
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
-
-
-def multilabel_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                    generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """The baseline objective: multi-label soft-margin loss on the image-level logits."""
-    return F.multilabel_soft_margin_loss(model(images), labels), {}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,8 +79,8 @@ def predict_scores(model: nn.Module, dataset: Dataset, device: torch.device, bat
                    num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid class scores and labels for every image of an InferenceDataset (full size, no augmentation)."""
     model.eval()
-    loader = DataLoader(dataset, batch_sampler=batches_by_size(dataset.images, batch_size),
-                        collate_fn=collate_inference, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), collate_fn=collate_inference,
+                        num_workers=num_workers)
     scores, labels = [], []
     for _, images, batch_labels in loader:
         with torch.autocast(device.type, enabled=device.type == "cuda"):

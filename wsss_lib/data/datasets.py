@@ -39,20 +39,30 @@ class ClassificationDataset(Dataset):
 
 
 class InferenceDataset(Dataset):
-    """Normalised full-size images with their ids and labels (no augmentation)."""
+    """Normalised images with their ids and labels (no augmentation): full size, or resized to
+    ``size`` x ``size`` for networks with a fixed input size (ViT)."""
 
-    def __init__(self, table: pd.DataFrame, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, table: pd.DataFrame, mean: Sequence[float], std: Sequence[float], size: int | None = None):
         self.ids = table["id"].tolist()
         self.images = table["image"].tolist()
         self.labels = torch.tensor(table[class_columns(table)].to_numpy(dtype=np.float32))
         self.mean, self.std = tuple(mean), tuple(std)
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int):
         image = read_image(self.images[index])
+        if self.size is not None:
+            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
         return self.ids[index], normalise(image, self.mean, self.std), self.labels[index]
+
+    def batches(self, max_batch: int) -> list[list[int]]:
+        """Index batches whose images share a size, so they stack without padding."""
+        if self.size is not None:
+            return [list(range(i, min(i + max_batch, len(self)))) for i in range(0, len(self), max_batch)]
+        return batches_by_size(self.images, max_batch)
 
 
 def batches_by_size(image_paths: Sequence[str], max_batch: int) -> list[list[int]]:

@@ -16,11 +16,17 @@ from wsss_lib.models.backbones import Backbone, build_backbone
 
 
 class CAMNet(nn.Module):
-    def __init__(self, backbone: Backbone, n_classes: int):
+    """GAP classifier; with ``n_subcategories`` > 0 a second 1x1-conv head classifies sub-categories
+    (SC-CAM, Chang et al. CVPR 2020), trained jointly and ignored when CAMs are made."""
+
+    def __init__(self, backbone: Backbone, n_classes: int, n_subcategories: int = 0):
         super().__init__()
         self.backbone = backbone
         self.n_classes = n_classes
+        self.n_subcategories = n_subcategories
         self.classifier = nn.Conv2d(backbone.out_channels, n_classes, 1, bias=False)
+        self.sub_classifier = (nn.Conv2d(backbone.out_channels, n_subcategories, 1, bias=False)
+                               if n_subcategories else None)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -37,13 +43,18 @@ class CAMNet(nn.Module):
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, new-layer parameters): new layers get a larger learning rate."""
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        new = [p for p in self.classifier.parameters() if p.requires_grad]
+        heads = [self.classifier] + ([self.sub_classifier] if self.sub_classifier is not None else [])
+        new = [p for head in heads for p in head.parameters() if p.requires_grad]
         return backbone, new
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The image's feature vector (B, C): global average of the last feature map (SC-CAM's clustering input)."""
+        return self.features(x).mean((-2, -1))
 
 
 def build_cam_net(backbone: str, n_classes: int, pretrained: str = "none", output_stride: int = 16,
-                  weights_file=None) -> CAMNet:
-    return CAMNet(build_backbone(backbone, pretrained, output_stride, weights_file), n_classes)
+                  weights_file=None, n_subcategories: int = 0) -> CAMNet:
+    return CAMNet(build_backbone(backbone, pretrained, output_stride, weights_file), n_classes, n_subcategories)
 
 
 def model_metadata(model: CAMNet, backbone: str, class_names: list[str], **extra) -> dict:
@@ -53,6 +64,7 @@ def model_metadata(model: CAMNet, backbone: str, class_names: list[str], **extra
         "backbone": backbone,
         "output_stride": int(model.backbone.output_stride),
         "n_classes": int(model.n_classes),
+        "n_subcategories": int(model.n_subcategories),
         "class_names": list(class_names),
         **extra,
     }
@@ -76,6 +88,7 @@ def load_cam_net(path) -> tuple[CAMNet, dict]:
     if not isinstance(blob, dict) or "state_dict" not in blob or "meta" not in blob:
         raise ValueError(f"model file {path} lacks 'state_dict'/'meta'; was it written by train_cam?")
     meta = blob["meta"]
-    model = build_cam_net(meta["backbone"], meta["n_classes"], "none", meta["output_stride"])
+    model = build_cam_net(meta["backbone"], meta["n_classes"], "none", meta["output_stride"],
+                          n_subcategories=meta.get("n_subcategories", 0))
     model.load_state_dict(blob["state_dict"])
     return model, meta

@@ -16,20 +16,40 @@ from tqdm import tqdm
 from wsss_lib.atomic import atomic_path
 from wsss_lib.cams import multiscale_cams, normalise_by_max, strongest_class
 from wsss_lib.config import config_hash
-from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, batches_by_size, collate_inference
+from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.metrics import confusion_matrix, summarise
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import StoreReader, open_store_writer
-from wsss_lib.training import TrainSettings, multilabel_loss, resolve_device, train_classifier
+from wsss_lib.objectives import build_batch_loss, objective_from_config
+from wsss_lib.training import TrainSettings, resolve_device, train_classifier
+
+
+def train_settings(opts: Mapping[str, Any]) -> TrainSettings:
+    """The shared loop's settings from a method's ``train_cam`` block."""
+    return TrainSettings(
+        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
+        momentum=opts["momentum"], poly_power=opts["poly_power"], new_layer_lr_mult=opts["new_layer_lr_mult"],
+        freeze_bn=opts["freeze_bn"], num_workers=opts["num_workers"], seed=opts["seed"],
+    )
+
+
+def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTransform:
+    return ClassificationTrainTransform(
+        crop=opts["crop"], resize_long_range=tuple(opts["resize_long"]), hflip=opts["hflip"],
+        color_jitter=tuple(opts["color_jitter"]), mean=tuple(mean), std=tuple(std),
+    )
 
 
 def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Mapping[str, Any], *,
               device: str = "auto", threads: int = 1, weights_file: str | None = None,
               resume_path: str | None = None, method: str = "") -> list[dict]:
-    """Train the CAM classifier of one method (Zhou et al. 2016 GAP classifier, PSA/IRN schedule)."""
+    """Train the CAM classifier of one method (Zhou et al. 2016 GAP classifier, PSA/IRN schedule).
+
+    The method's mixing strategy and regularisers come from ``hp["train_cam"]`` (see objectives.py).
+    """
     torch.set_num_threads(max(1, threads))
     opts = hp["train_cam"]
     torch.manual_seed(opts["seed"])
@@ -37,19 +57,11 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
     class_names = class_columns(train_table)
     model = build_cam_net(hp["backbone"], len(class_names), hp["pretrained"], hp["output_stride"], weights_file)
     backbone = model.backbone
-    transform = ClassificationTrainTransform(
-        crop=opts["crop"], resize_long_range=tuple(opts["resize_long"]), hflip=opts["hflip"],
-        color_jitter=tuple(opts["color_jitter"]), mean=backbone.input_mean, std=backbone.input_std,
-    )
-    settings = TrainSettings(
-        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
-        momentum=opts["momentum"], poly_power=opts["poly_power"], new_layer_lr_mult=opts["new_layer_lr_mult"],
-        freeze_bn=opts["freeze_bn"], num_workers=opts["num_workers"], seed=opts["seed"],
-    )
     rows = train_classifier(
-        model, ClassificationDataset(train_table, transform, seed=opts["seed"]),
-        InferenceDataset(val_table, backbone.input_mean, backbone.input_std), settings, multilabel_loss,
-        resolve_device(device), log_out, resume_path,
+        model, ClassificationDataset(train_table, train_transform(opts, backbone.input_mean, backbone.input_std),
+                                     seed=opts["seed"]),
+        InferenceDataset(val_table, backbone.input_mean, backbone.input_std), train_settings(opts),
+        build_batch_loss(objective_from_config(opts)), resolve_device(device), log_out, resume_path,
     )
     meta = model_metadata(model, hp["backbone"], class_names, method=method, config_hash=config_hash(dict(hp)),
                           pretrained=str(hp["pretrained"]), input_mean=list(backbone.input_mean),
@@ -68,8 +80,8 @@ def make_cams(model_path: str, split_csv: str, store_out: str, hp: Mapping[str, 
     model.to(dev).eval()
     table = read_split_table(split_csv, meta["class_names"])
     dataset = InferenceDataset(table, meta["input_mean"], meta["input_std"])
-    loader = DataLoader(dataset, batch_sampler=batches_by_size(dataset.images, opts["batch_size"]),
-                        collate_fn=collate_inference, num_workers=opts["num_workers"])
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(opts["batch_size"]), collate_fn=collate_inference,
+                        num_workers=opts["num_workers"])
     attrs = {"method": method, "model": str(model_path), "model_config_hash": meta["config_hash"],
              "config_hash": config_hash(dict(opts)), "scales": list(opts["scales"]), "flip": opts["flip"],
              "strided_stride": opts["strided_stride"], "class_names": list(meta["class_names"])}

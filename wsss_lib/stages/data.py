@@ -58,13 +58,16 @@ def prepare_split(voc_root: str, split: str, class_names: Sequence[str], csv_out
 
 
 def fetch_weights(backbone: str, out: str) -> None:
-    """Download torchvision's ImageNet weights for a ResNet (a localrule: compute nodes need no internet).
+    """Download torchvision's ImageNet weights of a ResNet or ViT-B/16 (a localrule: compute nodes need no internet).
 
     torch.hub checks the SHA-256 prefix that torchvision encodes in the file name.
     """
-    if backbone not in RESNET_WEIGHTS:
-        raise ValueError(f"no ImageNet weights to fetch for backbone {backbone!r}; known: {sorted(RESNET_WEIGHTS)}")
-    url = RESNET_WEIGHTS[backbone].url
+    from wsss_lib.models.vit import vit_weights_url
+
+    urls = {name: weights.url for name, weights in RESNET_WEIGHTS.items()} | {"vit_b_16": vit_weights_url()}
+    if backbone not in urls:
+        raise ValueError(f"no ImageNet weights to fetch for {backbone!r}; known: {sorted(urls)}")
+    url = urls[backbone]
     hash_prefix = Path(url).stem.rsplit("-", 1)[-1]
     with atomic_path(out, suffix=".pth") as tmp:
         torch.hub.download_url_to_file(url, str(tmp), hash_prefix=hash_prefix, progress=True)

@@ -1,0 +1,22 @@
+# Reports: tables across methods.
+
+
+rule cam_summary:
+    input:
+        expand(f"{R}/{{method}}/cam/miou.json", method=METHODS),
+    output:
+        f"{R}/cam_summary.csv",
+    params:
+        methods=METHODS,
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/cam_summary.log",
+    benchmark:
+        f"{BENCH}/cam_summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/cam_summary.py"

@@ -1,0 +1,105 @@
+# Sub-category methods (SC-CAM exploration, sub-category teaching): features -> clusters -> retrain, per round.
+
+
+rule train_teacher:
+    input:
+        train=split_csv("train"),
+        val=split_csv("val"),
+        weights=teacher_weights,
+    output:
+        model=f"{R}/{{method}}/teacher/model.pt",
+        log_csv=f"{R}/{{method}}/teacher/train_log.csv",
+    params:
+        teacher=lambda wc: hparams(wc.method)["teacher"],
+        resume=lambda wc: f"{R}/{wc.method}/teacher/.resume/train_teacher.pt",
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/train_teacher/{{method}}.log",
+    benchmark:
+        f"{BENCH}/train_teacher/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=600,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/train_teacher.py"
+
+
+rule extract_features:
+    input:
+        model=feature_model,
+        split=split_csv("train"),
+    output:
+        f"{R}/{{method}}/round{{round}}/features.h5",
+    params:
+        kind=lambda wc: hparams(wc.method)["subcategory"]["features"],
+        batch_size=lambda wc: hparams(wc.method)["subcategory"]["feature_batch_size"],
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/extract_features/{{method}}_round{{round}}.log",
+    benchmark:
+        f"{BENCH}/extract_features/{{method}}_round{{round}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/extract_features.py"
+
+
+checkpoint cluster_features:
+    input:
+        features=rules.extract_features.output[0],
+        split=split_csv("train"),
+    output:
+        csv=f"{R}/{{method}}/round{{round}}/clusters.csv",
+        json=f"{R}/{{method}}/round{{round}}/clusters.json",
+    params:
+        clustering=lambda wc: hparams(wc.method)["subcategory"]["clustering"],
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/cluster_features/{{method}}_round{{round}}.log",
+    benchmark:
+        f"{BENCH}/cluster_features/{{method}}_round{{round}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../workflow/scripts/cluster_features.py"
+
+
+rule train_subcategory:
+    input:
+        train=cam_train_csv,
+        val=split_csv("val"),
+        clusters=f"{R}/{{method}}/round{{round}}/clusters.csv",
+        clusters_json=clusters_of_round,
+        init=previous_model,
+    output:
+        model=f"{R}/{{method}}/round{{round}}/model.pt",
+        log_csv=f"{R}/{{method}}/round{{round}}/train_log.csv",
+    params:
+        hp=lambda wc: {**cam_training_params(wc.method), "subcategory": per_round_subcategory(wc.method)},
+        n_subcategories=cluster_count,
+        resume=lambda wc: f"{R}/{wc.method}/round{wc.round}/.resume/train_subcategory.pt",
+    message:
+        "train {wildcards.method} round {wildcards.round} with a sub-category head of {params.n_subcategories}"
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/train_subcategory/{{method}}_round{{round}}.log",
+    benchmark:
+        f"{BENCH}/train_subcategory/{{method}}_round{{round}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=600,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/train_subcategory.py"

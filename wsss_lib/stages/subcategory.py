@@ -1,0 +1,164 @@
+"""Sub-category stage: image features -> per-class clusters -> a CAM net with a sub-category head.
+
+Sub-category Exploration (SC-CAM, Chang et al. CVPR 2020) clusters the CAM net's own image features;
+Sub-category Teaching (mva-wsss) clusters the embeddings of a ViT teacher fine-tuned on the image
+labels. Either way the number of sub-categories is found by the clustering (FINCH, Sarfraz et al.
+CVPR 2019) and read back from clusters.json: it is never typed by the user.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wsss_lib.atomic import atomic_path
+from wsss_lib.clustering import check_clusters, cluster_by_class
+from wsss_lib.config import config_hash
+from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
+from wsss_lib.data.voc import class_columns, read_split_table
+from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
+from wsss_lib.models.vit import build_vit, load_vit, save_vit
+from wsss_lib.objectives import build_batch_loss, objective_from_config
+from wsss_lib.report import write_csv
+from wsss_lib.stages.cam import train_settings, train_transform
+from wsss_lib.store import StoreReader, open_store_writer
+from wsss_lib.training import resolve_device, train_classifier
+
+
+def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, teacher: Mapping[str, Any], *,
+                  device: str = "auto", threads: int = 1, weights_file: str | None = None,
+                  resume_path: str | None = None, method: str = "") -> list[dict]:
+    """Fine-tune the ViT teacher on the image-level labels with the shared training loop."""
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(teacher["seed"])
+    train_table, val_table = read_split_table(train_csv), read_split_table(val_csv)
+    class_names = class_columns(train_table)
+    model = build_vit(teacher["preset"], len(class_names), teacher["image_size"], teacher["pretrained"], weights_file)
+    opts = {**teacher, "freeze_bn": False, "crop": teacher["image_size"]}
+
+    def vit_loss(model, images, labels, generator):
+        return F.multilabel_soft_margin_loss(model(images), labels), {}
+
+    val_set = InferenceDataset(val_table, model.input_mean, model.input_std, size=teacher["image_size"])
+    rows = train_classifier(
+        model, ClassificationDataset(train_table, train_transform(opts, model.input_mean, model.input_std),
+                                     seed=teacher["seed"]),
+        val_set, train_settings(opts), vit_loss, resolve_device(device), log_out, resume_path,
+    )
+    meta = {"architecture": "vit", "preset": teacher["preset"], "n_classes": len(class_names),
+            "image_size": teacher["image_size"], "class_names": class_names, "method": method,
+            "config_hash": config_hash(dict(teacher))}
+    save_vit(model_out, model.cpu(), meta)
+    return rows
+
+
+@torch.no_grad()
+def extract_features(model_path: str, split_csv: str, store_out: str, *, kind: str, device: str = "auto",
+                     threads: int = 1, batch_size: int = 8, method: str = "", round_index: int = 0) -> None:
+    """One feature vector per image: the CAM net's pooled features (``cam``) or the ViT embedding (``vit``)."""
+    torch.set_num_threads(max(1, threads))
+    dev = resolve_device(device)
+    if kind == "cam":
+        model, meta = load_cam_net(model_path)
+        dataset = InferenceDataset(read_split_table(split_csv, meta["class_names"]), meta["input_mean"],
+                                   meta["input_std"])
+        embed = model.pooled_features
+    elif kind == "vit":
+        model, meta = load_vit(model_path)
+        dataset = InferenceDataset(read_split_table(split_csv, meta["class_names"]), model.input_mean,
+                                   model.input_std, size=meta["image_size"])
+        embed = model.embed
+    else:
+        raise ValueError(f"unknown feature kind {kind!r}; choose cam or vit")
+    model.to(dev).eval()
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), collate_fn=collate_inference)
+    attrs = {"method": method, "model": str(model_path), "kind": kind, "round": round_index,
+             "model_config_hash": meta.get("config_hash", "")}
+    with open_store_writer(store_out, attrs) as store:
+        for ids, images, _ in tqdm(loader, desc="extract_features", mininterval=10):
+            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+                features = embed(images.to(dev)).float().cpu().numpy()
+            for image_id, feature in zip(ids, features):
+                store.write(image_id, feature=feature.astype(np.float32))
+
+
+def cluster_features(store_path: str, split_csv: str, csv_out: str, json_out: str,
+                     clustering: Mapping[str, Any]) -> dict:
+    """Cluster each class's images into sub-categories; write clusters.csv and clusters.json."""
+    table = read_split_table(split_csv)
+    class_names = class_columns(table)
+    with StoreReader(store_path) as store:
+        missing = [i for i in table["id"] if i not in store]
+        if missing:
+            raise KeyError(f"store {store_path} lacks features of {len(missing)} images, e.g. {missing[:3]}")
+        features = np.stack([store[i]["feature"] for i in table["id"]])
+    clusters, info = cluster_by_class(
+        table["id"].tolist(), features, table[class_names].to_numpy(), class_names,
+        method=clustering["method"], level=clustering["level"], n_clusters=clustering["n_clusters"],
+        distance=clustering["distance"], seed=clustering["seed"])
+    check_clusters(clusters, info)
+    write_csv(clusters, csv_out)
+    with atomic_path(json_out, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def read_cluster_count(json_path: str | Path) -> int:
+    info = json.loads(Path(json_path).read_text())
+    if "total" not in info or not isinstance(info["total"], int):
+        raise ValueError(f"clusters file {json_path} has no integer 'total'")
+    return info["total"]
+
+
+def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_json: str, init_model: str,
+                      model_out: str, log_out: str, hp: Mapping[str, Any], *, n_subcategories: int,
+                      device: str = "auto", threads: int = 1, resume_path: str | None = None,
+                      method: str = "", round_index: int = 1) -> list[dict]:
+    """Retrain the CAM net with a sub-category head sized from clusters.json, starting from ``init_model``.
+
+    Loss = parent multi-label loss + weight * sub-category multi-label loss (SC-CAM Sec. 3).
+    """
+    torch.set_num_threads(max(1, threads))
+    opts = hp["train_cam"]
+    torch.manual_seed(opts["seed"] + round_index)
+    found = read_cluster_count(clusters_json)
+    if found != n_subcategories:
+        raise ValueError(f"{clusters_json} holds {found} sub-categories but the job was scheduled with "
+                         f"{n_subcategories}; rerun the workflow so the checkpoint is re-read")
+    clusters = pd.read_csv(clusters_csv, dtype={"id": str})
+    check_clusters(clusters, json.loads(Path(clusters_json).read_text()))
+    train_table = read_split_table(train_csv)
+    class_names = class_columns(train_table)
+    merged = train_table.merge(clusters, on="id", how="left", validate="one_to_one")
+    if merged[clusters.columns[1:]].isna().any().any():
+        raise ValueError(f"{clusters_csv} lacks sub-categories for some images of {train_csv}")
+    sub_columns = list(clusters.columns[1:])
+    merged[sub_columns] = merged[sub_columns].astype(int)
+
+    initial, init_meta = load_cam_net(init_model)
+    model = build_cam_net(init_meta["backbone"], len(class_names), "none", init_meta["output_stride"],
+                          n_subcategories=n_subcategories)
+    state = {k: v for k, v in initial.state_dict().items() if not k.startswith("sub_classifier.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("sub_classifier.") for k in missing):
+        raise ValueError(f"{init_model} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    mean, std = init_meta["input_mean"], init_meta["input_std"]
+    rows = train_classifier(
+        model, ClassificationDataset(merged, train_transform(opts, mean, std), seed=opts["seed"] + round_index),
+        InferenceDataset(read_split_table(val_csv, class_names), mean, std), train_settings(opts),
+        build_batch_loss(objective_from_config(opts, hp["subcategory"]["weight"])), resolve_device(device),
+        log_out, resume_path,
+    )
+    meta = model_metadata(model, init_meta["backbone"], class_names, method=method, config_hash=config_hash(dict(hp)),
+                          pretrained=f"round {round_index - 1}: {init_model}", input_mean=list(mean),
+                          input_std=list(std), round=round_index, subcategory_columns=sub_columns)
+    save_model(model_out, model.cpu(), meta)
+    return rows
