@@ -141,13 +141,13 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=use_amp):
                 loss, parts = batch_loss(model, images, labels, generator)
+            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             n_batches += 1
             for key, value in {"loss": loss.item(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + float(value)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from wsss_lib.atomic import atomic_path
 from wsss_lib.models.backbones import Backbone, build_backbone
 
 
@@ -71,8 +72,6 @@ def model_metadata(model: CAMNet, backbone: str, class_names: list[str], **extra
 
 
 def save_model(path, model: CAMNet, meta: dict) -> None:
-    from wsss_lib.atomic import atomic_path
-
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
 
