@@ -34,6 +34,11 @@ class StoreWriter:
             array = np.asarray(array)
             group.create_dataset(name, data=array, compression=compression if array.ndim >= 2 else None)
 
+    def set_attrs(self, **attrs) -> None:
+        """File attributes known only after the images are written (e.g. summary statistics)."""
+        for key, value in attrs.items():
+            self._handle.attrs[key] = value
+
 
 @contextmanager
 def open_store_writer(path: str | os.PathLike, attrs: Mapping[str, object]) -> Iterator[StoreWriter]:
@@ -82,3 +87,25 @@ class StoreReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class StoreArrays:
+    """``reader(image_id)`` -> one named array of an image's group, opening the store lazily.
+
+    Picklable (it holds only the path), so DataLoader workers each open their own read handle.
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str):
+        self.path, self.name = Path(path), name
+        self._reader: StoreReader | None = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "name": self.name, "_reader": None}
+
+    def __call__(self, image_id: str) -> np.ndarray:
+        if self._reader is None:
+            self._reader = StoreReader(self.path)
+        entry = self._reader[image_id]
+        if self.name not in entry:
+            raise KeyError(f"image {image_id!r} in {self.path} has no {self.name!r} array")
+        return entry[self.name]

@@ -65,6 +65,37 @@ class InferenceDataset(Dataset):
         return batches_by_size(self.images, max_batch)
 
 
+class SegmentationTrainDataset(Dataset):
+    """(augmented image, label map) pairs: AffinityNet's CRF labels, or DeepLab's pseudo-labels.
+
+    ``read_labels(image_id)`` returns the (H, W) uint8 map; it must be picklable for loader workers
+    (see wsss_lib.store.StoreArrays). Augmentation is seeded per (seed, epoch, index) as in
+    ClassificationDataset.
+    """
+
+    def __init__(self, ids: Sequence[str], image_paths: Sequence[str], read_labels: Callable[[str], np.ndarray],
+                 transform: Callable, seed: int = 0):
+        if len(ids) != len(image_paths):
+            raise ValueError(f"{len(ids)} ids but {len(image_paths)} image paths")
+        self.ids, self.images = list(ids), list(image_paths)
+        self.read_labels = read_labels
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % (2**63))
+        image = Image.fromarray(read_image(self.images[index]))
+        labels = self.read_labels(self.ids[index])
+        if labels.shape != (image.height, image.width):
+            raise ValueError(f"labels of {self.ids[index]} are {labels.shape}, its image {self.images[index]} "
+                             f"is {(image.height, image.width)}")
+        return self.transform(image, labels, generator)
+
+
 def batches_by_size(image_paths: Sequence[str], max_batch: int) -> list[list[int]]:
     """Index batches of images that share a size (so they stack without padding), in first-seen order.
 

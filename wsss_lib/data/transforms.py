@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import ColorJitter
 
+from wsss_lib.data.label_png import IGNORE_INDEX
+
 
 def normalise_array(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(H, W, 3) uint8 -> (3, H, W) float32, (x - mean) / std in 0-255 units.
@@ -37,10 +39,20 @@ def resize_long(image: Image.Image, long_side: int) -> Image.Image:
     return image.resize(size, Image.BILINEAR)
 
 
-def random_crop(array: np.ndarray, crop: int, generator: torch.Generator) -> np.ndarray:
-    """A crop x crop window of a (C, H, W) array; a side shorter than ``crop`` lands at a random offset in zeros."""
-    channels, height, width = array.shape
-    out = np.zeros((channels, crop, crop), dtype=array.dtype)
+@dataclass(frozen=True)
+class CropWindow:
+    """Where a crop x crop window takes its pixels: source offsets, canvas offsets and the copied extent."""
+
+    src_y: int
+    dst_y: int
+    src_x: int
+    dst_x: int
+    height: int
+    width: int
+
+
+def random_crop_window(height: int, width: int, crop: int, generator: torch.Generator) -> CropWindow:
+    """A random crop of a height x width image; a side shorter than ``crop`` lands at a random offset of the canvas."""
 
     def offsets(size: int) -> tuple[int, int]:
         slack = abs(size - crop)
@@ -49,9 +61,30 @@ def random_crop(array: np.ndarray, crop: int, generator: torch.Generator) -> np.
 
     src_y, dst_y = offsets(height)
     src_x, dst_x = offsets(width)
-    h, w = min(height, crop), min(width, crop)
-    out[:, dst_y : dst_y + h, dst_x : dst_x + w] = array[:, src_y : src_y + h, src_x : src_x + w]
+    return CropWindow(src_y, dst_y, src_x, dst_x, min(height, crop), min(width, crop))
+
+
+def apply_crop(array: np.ndarray, window: CropWindow, crop: int, fill=0) -> np.ndarray:
+    """Cut ``window`` out of the last two axes of ``array`` onto a crop x crop canvas filled with ``fill``."""
+    out = np.full((*array.shape[:-2], crop, crop), fill, dtype=array.dtype)
+    w = window
+    out[..., w.dst_y : w.dst_y + w.height, w.dst_x : w.dst_x + w.width] = \
+        array[..., w.src_y : w.src_y + w.height, w.src_x : w.src_x + w.width]
     return out
+
+
+def random_crop(array: np.ndarray, crop: int, generator: torch.Generator) -> np.ndarray:
+    """A crop x crop window of a (C, H, W) array; a side shorter than ``crop`` lands at a random offset in zeros."""
+    return apply_crop(array, random_crop_window(*array.shape[-2:], crop, generator), crop)
+
+
+def jitter_colours(image: Image.Image, color_jitter: Sequence[float], generator: torch.Generator) -> Image.Image:
+    if not any(color_jitter):
+        return image
+    brightness, contrast, saturation, hue = color_jitter
+    # ColorJitter draws from torch's global generator; seed it from ours for reproducibility.
+    torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+    return ColorJitter(brightness, contrast, saturation, hue)(image)
 
 
 @dataclass(frozen=True)
@@ -70,9 +103,62 @@ class ClassificationTrainTransform:
         image = resize_long(image, int(torch.randint(low, high + 1, (1,), generator=generator)))
         if self.hflip and torch.rand((), generator=generator) < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        if any(self.color_jitter):
-            brightness, contrast, saturation, hue = self.color_jitter
-            # ColorJitter draws from torch's global generator; seed it from ours for reproducibility.
-            torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-            image = ColorJitter(brightness, contrast, saturation, hue)(image)
+        image = jitter_colours(image, self.color_jitter, generator)
         return torch.from_numpy(random_crop(normalise_array(image, self.mean, self.std), self.crop, generator))
+
+
+def downsample_labels(labels: np.ndarray, stride: int) -> np.ndarray:
+    """(H, W) labels -> (ceil(H / stride), ceil(W / stride)): the label at each cell's centre pixel
+    (clamped inside the map), so no label is invented by interpolation."""
+    if stride == 1:
+        return labels
+    height, width = labels.shape
+    ys = np.minimum(np.arange(0, height, stride) + stride // 2, height - 1)
+    xs = np.minimum(np.arange(0, width, stride) + stride // 2, width - 1)
+    return labels[np.ix_(ys, xs)]
+
+
+@dataclass(frozen=True)
+class SegmentationTrainTransform:
+    """(PIL image, (H, W) uint8 label map) -> (normalised (3, crop, crop) tensor, int64 label tensor).
+
+    The image and its labels get the same random resize (bilinear / nearest), flip and crop; the
+    canvas outside the image is 0 in the image and IGNORE (255) in the labels. The resize is either a
+    random long side (PSA / IRN: ``resize_long_range``) or a random scale factor (DeepLab:
+    ``scale_range``). Labels are returned at ``label_stride`` (AffinityNet learns at stride 8).
+    """
+
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_long_range: tuple[int, int] | None = None
+    scale_range: tuple[float, float] | None = None
+    hflip: bool = True
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    label_stride: int = 1
+
+    def __call__(self, image: Image.Image, labels: np.ndarray,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if labels.shape != (image.height, image.width):
+            raise ValueError(f"label map is {labels.shape}, image is {(image.height, image.width)}")
+        label_image = Image.fromarray(labels)
+        if self.resize_long_range is not None:
+            low, high = self.resize_long_range
+            long_side = int(torch.randint(low, high + 1, (1,), generator=generator))
+            scale = long_side / max(image.size)
+        elif self.scale_range is not None:
+            low, high = self.scale_range
+            scale = low + (high - low) * float(torch.rand((), generator=generator))
+        else:
+            scale = 1.0
+        if scale != 1.0:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image, label_image = image.resize(size, Image.BILINEAR), label_image.resize(size, Image.NEAREST)
+        if self.hflip and torch.rand((), generator=generator) < 0.5:
+            image, label_image = image.transpose(Image.FLIP_LEFT_RIGHT), label_image.transpose(Image.FLIP_LEFT_RIGHT)
+        image = jitter_colours(image, self.color_jitter, generator)
+        window = random_crop_window(image.height, image.width, self.crop, generator)
+        pixels = apply_crop(normalise_array(image, self.mean, self.std), window, self.crop)
+        cropped_labels = apply_crop(np.asarray(label_image), window, self.crop, fill=IGNORE_INDEX)
+        return (torch.from_numpy(pixels),
+                torch.from_numpy(downsample_labels(cropped_labels, self.label_stride).astype(np.int64)))
