@@ -14,6 +14,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/cam.smk"
 include: "rules/subcategory.smk"
+include: "rules/refine.smk"
 include: "rules/report.smk"
 
 

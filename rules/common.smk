@@ -136,3 +136,18 @@ def cam_train_csv(wildcards):
 
 def cam_split_csv(wildcards):
     return split_csv(hparams(wildcards.method)["eval_cams"]["split"])
+
+
+def affinity_training_params(method):
+    """What AffinityNet's training depends on: its backbone and the affinity block (not the CRF or walk)."""
+    hp = hparams(method)
+    return {"backbone": hp["backbone"], "pretrained": hp["pretrained"], "output_stride": hp["output_stride"],
+            "refine": {"affinity": hp["refine"]["affinity"]}}
+
+
+def affinity_training_inputs(wildcards):
+    """The backbone's start: the method's final CAM net (init: cam) or its pretrained weights."""
+    if hparams(wildcards.method)["refine"]["affinity"]["init"] == "cam":
+        return {"init": final_cam_model(wildcards)}
+    weights = weights_input(wildcards)
+    return {"weights": weights} if weights else {}

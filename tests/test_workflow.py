@@ -13,7 +13,8 @@ from conftest import REPO, TINY_SYNTHETIC, run_snakemake
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
-    run_snakemake(workdir, "--cores", "2", "results/baseline/cam/miou.json", overlay=TINY_SYNTHETIC)
+    run_snakemake(workdir, "--cores", "2", "results/baseline/cam/miou.json", "results/baseline/refine/miou.json",
+                  overlay=TINY_SYNTHETIC)
     return workdir
 
 
@@ -41,6 +42,36 @@ def test_outputs_logs_and_store_layout(tiny_run):
     for rule in ("train_cam", "make_cams", "eval_cams"):
         assert (results / f"logs/{rule}/baseline.log").is_file()
         assert (results / f"benchmarks/{rule}/baseline.tsv").is_file()
+
+
+def test_refinement_from_cams_to_pseudo_labels(tiny_run):
+    import torch
+
+    from wsss_lib.data.label_png import read_label_png
+
+    results = tiny_run / "results/baseline"
+    cam = json.loads((results / "cam/miou.json").read_text())
+    pseudo = json.loads((results / "refine/miou.json").read_text())
+    assert pseudo["n_images"] == 48 and pseudo["split"] == "train"
+    # the random walk on the CRF-trained affinities improves on the CAMs it started from
+    assert pseudo["miou"] > cam["miou"], (pseudo["miou"], cam["miou"])
+    with h5py.File(results / "refine/affinity_labels.h5", "r") as labels, \
+            h5py.File(results / "cam/cams.h5", "r") as cams:
+        assert len(labels) == 48 and labels.attrs["low_alpha"] == 4 and labels.attrs["high_alpha"] == 32
+        assert 0 < labels.attrs["ignored_fraction"] < 0.6 and labels.attrs["agreement_with_masks"] > 0.8
+        for image_id in list(labels)[:10]:
+            values = set(np.unique(labels[image_id]["labels"][()]).tolist())
+            allowed = {0, 255} | {int(k) + 1 for k in cams[image_id]["keys"][()]}
+            assert values <= allowed, (image_id, values, allowed)
+    pngs = sorted((results / "refine/pseudo").glob("*.png"))
+    assert len(pngs) == 48 and read_label_png(pngs[0]).shape == (64, 64)
+    meta = torch.load(results / "refine/affinity.pt", weights_only=True)["meta"]
+    assert (meta["stride"], meta["radius"], meta["init"]) == (8, 5, "cam")
+    log = (results / "refine/affinity_log.csv").read_text().splitlines()
+    assert "train_bg_loss" in log[0] and len(log) == 1 + 8
+    for rule in ("crf_labels", "train_affinity", "random_walk", "eval_pseudo_labels"):
+        assert (tiny_run / f"results/logs/{rule}/baseline.log").is_file()
+        assert (tiny_run / f"results/benchmarks/{rule}/baseline.tsv").is_file()
 
 
 def test_unknown_config_key_fails_before_any_job(tmp_path):

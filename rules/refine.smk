@@ -1,0 +1,93 @@
+# Refinement (PSA): confident CRF labels -> AffinityNet -> random walk -> pseudo-labels, for any method.
+
+
+rule crf_labels:
+    input:
+        cams=rules.make_cams.output[0],
+        split=cam_split_csv,
+    output:
+        f"{R}/{{method}}/refine/affinity_labels.h5",
+    params:
+        hp=lambda wc: {"refine": {"crf": hparams(wc.method)["refine"]["crf"]}},
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/crf_labels/{{method}}.log",
+    benchmark:
+        f"{BENCH}/crf_labels/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../workflow/scripts/crf_labels.py"
+
+
+rule train_affinity:
+    input:
+        unpack(affinity_training_inputs),
+        labels=rules.crf_labels.output[0],
+        split=cam_split_csv,
+    output:
+        model=f"{R}/{{method}}/refine/affinity.pt",
+        log_csv=f"{R}/{{method}}/refine/affinity_log.csv",
+    params:
+        hp=lambda wc: affinity_training_params(wc.method),
+        resume=lambda wc: f"{R}/{wc.method}/refine/.resume/train_affinity.pt",
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/train_affinity/{{method}}.log",
+    benchmark:
+        f"{BENCH}/train_affinity/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=600,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/train_affinity.py"
+
+
+rule random_walk:
+    input:
+        model=rules.train_affinity.output.model,
+        cams=rules.make_cams.output[0],
+        split=cam_split_csv,
+    output:
+        directory(f"{R}/{{method}}/refine/pseudo"),
+    params:
+        hp=lambda wc: {"refine": {"random_walk": hparams(wc.method)["refine"]["random_walk"]}},
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/random_walk/{{method}}.log",
+    benchmark:
+        f"{BENCH}/random_walk/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/random_walk.py"
+
+
+rule eval_pseudo_labels:
+    input:
+        pseudo=rules.random_walk.output[0],
+        split=cam_split_csv,
+    output:
+        f"{R}/{{method}}/refine/miou.json",
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/eval_pseudo_labels/{{method}}.log",
+    benchmark:
+        f"{BENCH}/eval_pseudo_labels/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../workflow/scripts/eval_pseudo_labels.py"

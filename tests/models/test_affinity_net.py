@@ -1,0 +1,49 @@
+"""AffinityNet: embedding size at the affinity stride, parameter groups, save/load, CAM-net init."""
+
+import math
+
+import pytest
+import torch
+
+from wsss_lib.models.affinity_net import (EMBEDDING_WIDTH, build_affinity_net, load_affinity_net,
+                                          save_affinity_net)
+from wsss_lib.models.cam_net import build_cam_net, save_model, model_metadata
+
+
+@pytest.mark.parametrize("backbone,output_stride,stride,size", [
+    ("small_cnn", 8, 8, (64, 64)), ("small_cnn", 8, 4, (70, 45)), ("resnet18", 16, 8, (75, 50)),
+])
+def test_embedding_has_the_affinity_stride(backbone, output_stride, stride, size):
+    torch.manual_seed(0)
+    net = build_affinity_net(backbone, "none", output_stride, stride).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, *size))
+    assert out.shape == (2, EMBEDDING_WIDTH, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+    assert torch.all(out >= -1.0)  # ELU output
+
+
+def test_param_groups_split_all_parameters_once():
+    net = build_affinity_net("small_cnn", "none", 8, 8)
+    backbone, new = net.param_groups()
+    ids = [id(p) for p in backbone + new]
+    assert len(ids) == len(set(ids)) == len(list(net.parameters()))
+    assert {id(p) for p in new} == {id(p) for m in (*net.reducers, net.mixer) for p in m.parameters()}
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = build_affinity_net("small_cnn", "none", 8, 4).eval()
+    meta = {"architecture": "affinity_net", "backbone": "small_cnn", "output_stride": 8, "stride": 4, "radius": 5}
+    save_affinity_net(tmp_path / "aff.pt", net, meta)
+    loaded, loaded_meta = load_affinity_net(tmp_path / "aff.pt")
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded.eval()(x))
+    assert loaded_meta == meta
+
+
+def test_loading_a_cam_net_file_is_refused(tmp_path):
+    cam = build_cam_net("small_cnn", 3, "none", 8)
+    save_model(tmp_path / "cam.pt", cam, model_metadata(cam, "small_cnn", ["a", "b", "c"]))
+    with pytest.raises(ValueError, match="not an AffinityNet"):
+        load_affinity_net(tmp_path / "cam.pt")

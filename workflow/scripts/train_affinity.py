@@ -1,0 +1,10 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from wsss_lib.stages.refine import train_affinity
+
+train_affinity(snakemake.input.labels, snakemake.input.split, snakemake.output.model, snakemake.output.log_csv,
+               snakemake.params.hp, init_model=snakemake.input.get("init"), weights_file=snakemake.input.get("weights"),
+               device=snakemake.config["device"], threads=snakemake.threads, resume_path=snakemake.params.resume,
+               method=snakemake.wildcards.method)

@@ -1,0 +1,200 @@
+"""Refinement stage (PSA: Ahn & Kwak, CVPR 2018): CAMs -> confident CRF labels -> AffinityNet ->
+random walk -> pseudo-labels, for any method's CAM store (no method-specific code)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from wsss_lib.affinity import affinity_loss, neighbour_offsets, pair_affinities, pair_labels
+from wsss_lib.atomic import atomic_dir, atomic_path
+from wsss_lib.config import config_hash
+from wsss_lib.crf import IGNORE, CRFParams, CRFTask, confident_labels_many
+from wsss_lib.data.datasets import SegmentationTrainDataset
+from wsss_lib.data.label_png import read_label_png, write_label_png
+from wsss_lib.data.transforms import SegmentationTrainTransform, normalise
+from wsss_lib.data.voc import class_columns, read_image, read_split_table
+from wsss_lib.metrics import confusion_matrix, summarise
+from wsss_lib.models.affinity_net import build_affinity_net, load_affinity_net, save_affinity_net
+from wsss_lib.models.cam_net import load_cam_net
+from wsss_lib.random_walk import random_walk_labels
+from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
+from wsss_lib.training import TrainSettings, resolve_device, train_classifier
+
+
+def _split_with_cams(split_csv: str, store: StoreReader):
+    """The split's rows, checked to have CAMs in the store (same class list, every image present)."""
+    class_names = list(store.attrs["class_names"])
+    table = read_split_table(split_csv, class_names)
+    missing = [i for i in table["id"] if i not in store]
+    if missing:
+        raise KeyError(f"{len(missing)} images of {split_csv} have no CAMs in {store.path}, e.g. {missing[:3]}")
+    return table, class_names
+
+
+def crf_labels(cams_store: str, split_csv: str, store_out: str, hp: Mapping[str, Any], *, threads: int = 1,
+               method: str = "") -> dict:
+    """PSA's affinity labels for every image of the split: confident foreground from a dense CRF on the
+    CAMs with a low background power, confident background from one with a high power, the rest ignored.
+
+    Images run in a pool of ``threads`` processes; the labels are identical to a serial run. Returns
+    (and stores as attributes) how much of the image got a label and, where masks exist, how often the
+    confident labels agree with them.
+    """
+    opts = hp["refine"]["crf"]
+    params = CRFParams.from_config({k: v for k, v in opts.items() if k not in ("low_alpha", "high_alpha")})
+    started = time.time()
+    with StoreReader(cams_store) as cams:
+        table, class_names = _split_with_cams(split_csv, cams)
+
+        def tasks() -> Iterator[CRFTask]:
+            for image_id, image_path in zip(table["id"], table["image"]):
+                entry = cams[image_id]
+                yield CRFTask(image_id, image_path, entry["high_res"], entry["keys"])
+
+        masks = dict(zip(table["id"], table["mask"]))
+        counts = {"pixels": 0, "foreground": 0, "background": 0, "scored": 0, "correct": 0}
+        attrs = {"method": method, "cams": str(cams_store), "config_hash": config_hash(dict(opts)),
+                 "class_names": class_names, **{k: v for k, v in opts.items()}}
+        with open_store_writer(store_out, attrs) as out:
+            for image_id, labels in confident_labels_many(tasks(), opts["low_alpha"], opts["high_alpha"], params,
+                                                          processes=threads):
+                out.write(image_id, labels=labels)
+                counts["pixels"] += labels.size
+                counts["foreground"] += int(((labels != 0) & (labels != IGNORE)).sum())
+                counts["background"] += int((labels == 0).sum())
+                if masks[image_id]:
+                    gt = read_label_png(masks[image_id])
+                    scored = (labels != IGNORE) & (gt != IGNORE)
+                    counts["scored"] += int(scored.sum())
+                    counts["correct"] += int((labels[scored] == gt[scored]).sum())
+            stats = {
+                "n_images": len(table),
+                "foreground_fraction": counts["foreground"] / max(counts["pixels"], 1),
+                "background_fraction": counts["background"] / max(counts["pixels"], 1),
+                "ignored_fraction": 1 - (counts["foreground"] + counts["background"]) / max(counts["pixels"], 1),
+                "agreement_with_masks": counts["correct"] / counts["scored"] if counts["scored"] else float("nan"),
+                "seconds": time.time() - started,
+            }
+            out.set_attrs(**stats)
+    print(json.dumps(stats), flush=True)
+    return stats
+
+
+def affinity_settings(opts: Mapping[str, Any]) -> TrainSettings:
+    return TrainSettings(
+        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
+        momentum=opts["momentum"], poly_power=opts["poly_power"], new_layer_lr_mult=opts["new_layer_lr_mult"],
+        freeze_bn=opts["freeze_bn"], num_workers=opts["num_workers"], seed=opts["seed"],
+    )
+
+
+def affinity_batch_loss(radius: int):
+    """The shared loop's BatchLoss for AffinityNet: PSA's balanced loss over the pairs within ``radius``."""
+    offsets = neighbour_offsets(radius)
+
+    def batch_loss(model, images, labels, generator):
+        bg_pos, fg_pos, neg = pair_labels(labels, offsets)
+        return affinity_loss(pair_affinities(model(images).float(), offsets), bg_pos, fg_pos, neg)
+
+    return batch_loss
+
+
+def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: str, hp: Mapping[str, Any], *,
+                   init_model: str | None = None, weights_file: str | None = None, device: str = "auto",
+                   threads: int = 1, resume_path: str | None = None, method: str = "") -> list[dict]:
+    """Train AffinityNet on the confident CRF labels with the shared training loop (PSA's schedule).
+
+    The backbone starts from the method's ``pretrained`` weights (PSA: ImageNet) or, with
+    ``init: cam``, from the method's final CAM net (useful for from-scratch backbones).
+    """
+    torch.set_num_threads(max(1, threads))
+    opts = hp["refine"]["affinity"]
+    torch.manual_seed(opts["seed"])
+    with StoreReader(labels_store) as store:
+        class_names = list(store.attrs["class_names"])
+        table = read_split_table(split_csv, class_names)
+        missing = [i for i in table["id"] if i not in store]
+    if missing:
+        raise KeyError(f"{len(missing)} images of {split_csv} have no labels in {labels_store}, e.g. {missing[:3]}")
+    if opts["init"] == "cam":
+        if init_model is None:
+            raise ValueError("refine.affinity.init: cam needs the method's CAM model")
+        cam_net, _ = load_cam_net(init_model)
+        model = build_affinity_net(hp["backbone"], "none", hp["output_stride"], opts["stride"])
+        model.backbone.load_state_dict(cam_net.backbone.state_dict())
+    else:
+        model = build_affinity_net(hp["backbone"], hp["pretrained"], hp["output_stride"], opts["stride"], weights_file)
+    backbone = model.backbone
+    transform = SegmentationTrainTransform(
+        crop=opts["crop"], mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
+        resize_long_range=tuple(opts["resize_long"]) if opts["resize_long"] else None, hflip=opts["hflip"],
+        color_jitter=tuple(opts["color_jitter"]), label_stride=opts["stride"],
+    )
+    dataset = SegmentationTrainDataset(table["id"], table["image"], StoreArrays(labels_store, "labels"), transform,
+                                       seed=opts["seed"])
+    rows = train_classifier(model, dataset, None, affinity_settings(opts), affinity_batch_loss(opts["radius"]),
+                            resolve_device(device), log_out, resume_path)
+    meta = {"architecture": "affinity_net", "backbone": hp["backbone"], "output_stride": int(backbone.output_stride),
+            "stride": opts["stride"], "radius": opts["radius"], "class_names": class_names, "method": method,
+            "config_hash": config_hash(dict(opts)), "init": opts["init"],
+            "input_mean": list(backbone.input_mean), "input_std": list(backbone.input_std)}
+    save_affinity_net(model_out, model.cpu(), meta)
+    return rows
+
+
+@torch.no_grad()
+def random_walk(affinity_model: str, cams_store: str, split_csv: str, out_dir: str, hp: Mapping[str, Any], *,
+                device: str = "auto", threads: int = 1) -> None:
+    """Pseudo-label PNGs ``out_dir/{id}.png``: each image's CAMs (with a (1 - max)^alpha background)
+    propagated by the random walk over AffinityNet's affinities, then argmax (PSA Sec. 3.5)."""
+    torch.set_num_threads(max(1, threads))
+    opts = hp["refine"]["random_walk"]
+    model, meta = load_affinity_net(affinity_model)
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    offsets = neighbour_offsets(meta["radius"])
+    with StoreReader(cams_store) as cams, atomic_dir(out_dir) as tmp:
+        table, _ = _split_with_cams(split_csv, cams)
+        for image_id, image_path in zip(table["id"], table["image"]):
+            image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None].to(dev)
+            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+                embedding = model(image)
+            affinities = pair_affinities(embedding.float(), offsets)[0]
+            entry = cams[image_id]
+            cam = entry["high_res"].astype(np.float32)
+            if cam.shape[-2:] != tuple(image.shape[-2:]):
+                raise ValueError(f"CAMs of {image_id} in {cams_store} are {cam.shape[-2:]}, "
+                                 f"its image {image_path} is {tuple(image.shape[-2:])}")
+            labels = random_walk_labels(cam, entry["keys"], affinities, offsets, meta["stride"], opts["alpha"],
+                                        opts["beta"], opts["exp_times"])
+            write_label_png(Path(tmp) / f"{image_id}.png", labels)
+
+
+def eval_pseudo_labels(pseudo_dir: str, split_csv: str, json_out: str) -> dict:
+    """mIoU of the pseudo-labels against the split's masks (images without a mask are skipped)."""
+    table = read_split_table(split_csv)
+    class_names = class_columns(table)
+    names = ["background", *class_names]
+    conf = np.zeros((len(names), len(names)), dtype=np.int64)
+    evaluated = 0
+    for image_id, mask_path in zip(table["id"], table["mask"]):
+        if not mask_path:
+            continue
+        pred_path = Path(pseudo_dir) / f"{image_id}.png"
+        pred, gt = read_label_png(pred_path), read_label_png(mask_path)
+        if pred.shape != gt.shape:
+            raise ValueError(f"pseudo-label {pred_path} is {pred.shape}, mask {mask_path} is {gt.shape}")
+        conf += confusion_matrix(gt, pred, len(names))
+        evaluated += 1
+    if evaluated == 0:
+        raise ValueError(f"no image of {split_csv} has a ground-truth mask: cannot evaluate pseudo-labels")
+    result = {**summarise(conf, names), "split": Path(split_csv).stem, "n_images": evaluated}
+    with atomic_path(json_out, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return result
