@@ -1,0 +1,118 @@
+"""DeepLab: logits at the output stride, ASPP-v2 as a sum of dilated convolutions, parameter groups, save/load."""
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsss_lib.models.cam_net import build_cam_net, model_metadata, save_model
+from wsss_lib.models.deeplab import ASPPv2, build_deeplab, load_deeplab, save_deeplab, v3_rates
+
+
+@pytest.mark.parametrize("head", ["v2", "v3"])
+def test_small_cnn_logits_are_at_stride_8(head):
+    torch.manual_seed(0)
+    net = build_deeplab("small_cnn", 5, "none", 8, head).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 48))
+    assert net.output_stride == 8
+    assert out.shape == (2, 5, 8, 6)  # 64 / 8, 48 / 8
+
+
+@pytest.mark.parametrize("head", ["v2", "v3"])
+def test_resnet18_logits_are_at_stride_16(head):
+    torch.manual_seed(0)
+    net = build_deeplab("resnet18", 3, "none", 16, head).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, 70, 45))
+    assert out.shape == (1, 3, math.ceil(70 / 16), math.ceil(45 / 16)) == (1, 3, 5, 3)
+
+
+def test_v3_rates_follow_the_output_stride():
+    assert v3_rates(16) == (6, 12, 18)
+    assert v3_rates(8) == (12, 24, 36)
+    assert build_deeplab("small_cnn", 2, "none", 8, "v3").rates == (12, 24, 36)
+    assert build_deeplab("small_cnn", 2, "none", 8, "v2").rates == (6, 12, 18, 24)
+
+
+def test_aspp_v2_is_the_sum_of_separate_dilated_convolutions():
+    torch.manual_seed(0)
+    aspp = ASPPv2(6, 4, rates=(6, 12, 18, 24))
+    for conv in aspp.branches:  # non-zero biases, so a dropped bias would show
+        torch.nn.init.normal_(conv.bias)
+    x = torch.randn(2, 6, 30, 27)
+    expected = sum(F.conv2d(x, conv.weight, conv.bias, padding=rate, dilation=rate)
+                   for conv, rate in zip(aspp.branches, (6, 12, 18, 24)))
+    with torch.no_grad():
+        out = aspp(x)
+    assert out.shape == (2, 4, 30, 27)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_aspp_v2_initialisation_is_deeplabs():
+    torch.manual_seed(0)
+    aspp = ASPPv2(64, 21)
+    weights = torch.cat([conv.weight.flatten() for conv in aspp.branches])  # 4 * 21 * 64 * 9 values
+    assert abs(weights.std().item() - 0.01) < 0.0005
+    assert abs(weights.mean().item()) < 0.0005
+    assert all(torch.equal(conv.bias, torch.zeros(21)) for conv in aspp.branches)
+
+
+@pytest.mark.parametrize("head", ["v2", "v3"])
+def test_param_groups_split_all_parameters_once(head):
+    net = build_deeplab("small_cnn", 4, "none", 8, head)
+    backbone, new = net.param_groups()
+    ids = [id(p) for p in backbone + new]
+    assert len(ids) == len(set(ids)) == len(list(net.parameters()))
+    assert {id(p) for p in new} == {id(p) for p in net.head.parameters()}
+    assert {id(p) for p in backbone} == {id(p) for p in net.backbone.parameters()}
+
+
+@pytest.mark.parametrize("head,rates", [("v2", None), ("v2", (2, 4)), ("v3", None)])
+def test_save_load_round_trip(tmp_path, head, rates):
+    torch.manual_seed(0)
+    net = build_deeplab("small_cnn", 3, "none", 8, head, rates=rates)
+    net.train()
+    with torch.no_grad():  # move the BatchNorm running statistics away from their defaults
+        net(torch.randn(2, 3, 32, 32))
+    net.eval()
+    save_deeplab(tmp_path / "seg.pt", net, {"backbone": "small_cnn", "class_names": ["bg", "a", "b"]})
+    loaded, meta = load_deeplab(tmp_path / "seg.pt")
+    x = torch.randn(1, 3, 40, 36)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded.eval()(x))
+    assert meta["architecture"] == "deeplab" and meta["head"] == head and meta["n_classes"] == 3
+    assert meta["output_stride"] == 8 and meta["class_names"] == ["bg", "a", "b"]
+    assert tuple(meta["rates"]) == net.rates == loaded.rates
+
+
+def test_save_refuses_meta_that_contradicts_the_model(tmp_path):
+    net = build_deeplab("small_cnn", 3, "none", 8, "v2")
+    with pytest.raises(ValueError, match="contradicts"):
+        save_deeplab(tmp_path / "seg.pt", net, {"backbone": "small_cnn", "n_classes": 4})
+    with pytest.raises(ValueError, match="backbone"):
+        save_deeplab(tmp_path / "seg.pt", net, {})
+    assert not (tmp_path / "seg.pt").exists()
+
+
+def test_loading_a_cam_net_file_is_refused_naming_the_path(tmp_path):
+    path = tmp_path / "cam.pt"
+    cam = build_cam_net("small_cnn", 3, "none", 8)
+    save_model(path, cam, model_metadata(cam, "small_cnn", ["a", "b", "c"]))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*not a DeepLab"):
+        load_deeplab(path)
+
+
+def test_missing_and_corrupt_files_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.pt"))):
+        load_deeplab(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "junk.pt"))):
+        load_deeplab(tmp_path / "junk.pt")
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="unknown DeepLab head"):
+        build_deeplab("small_cnn", 3, "none", 8, "v4")
