@@ -81,3 +81,21 @@ def test_training_logs_and_resumes_exactly(tiny_sets, tmp_path):
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     assert (tmp_path / "run.csv").read_text().count("\n") == 4  # header + 3 epochs
+
+
+def test_max_steps_stops_mid_epoch_with_the_poly_decay_spanning_it(tiny_sets, tmp_path):
+    train_set, _ = tiny_sets  # 16 images, batch 4: 4 steps per epoch
+    calls = []
+
+    def counting_loss(model, images, labels, generator):
+        calls.append(len(images))
+        return BASELINE(model, images, labels, generator)
+
+    settings = TrainSettings(epochs=100, batch_size=4, lr=0.05, weight_decay=0.0, momentum=0.0, poly_power=1.0,
+                             new_layer_lr_mult=10, seed=0, max_steps=6)
+    assert settings.total_steps(4) == 6 and SETTINGS.total_steps(4) == 12
+    rows = train_classifier(fresh_model(), train_set, None, settings, counting_loss, torch.device("cpu"),
+                            tmp_path / "log.csv")
+    assert len(calls) == 6  # one full epoch of 4 steps, then 2 of the second
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["lr"] == pytest.approx(0.05 * (1 - 4 / 6)) and rows[1]["lr"] == 0.0

@@ -37,6 +37,12 @@ class TrainSettings:
     freeze_bn: bool = False
     num_workers: int = 0
     seed: int = 0
+    max_steps: int | None = None  # stop after this many updates (DeepLab counts iterations, not epochs)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer updates in the whole run: the poly decay reaches zero at this step."""
+        steps = self.epochs * steps_per_epoch
+        return steps if self.max_steps is None else min(steps, self.max_steps)
 
 
 class BatchLoss(Protocol):
@@ -111,7 +117,8 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         raise ValueError(f"training set has {len(train_set)} images, fewer than one batch of {settings.batch_size}")
     steps_per_epoch = len(train_set) // settings.batch_size  # drop_last: BatchNorm dislikes tiny batches
     optimizer = build_optimizer(model, settings)
-    scheduler = poly_schedule(optimizer, settings.epochs * steps_per_epoch, settings.poly_power)
+    total_steps = settings.total_steps(steps_per_epoch)
+    scheduler = poly_schedule(optimizer, total_steps, settings.poly_power)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     rows: list[dict] = []
@@ -126,7 +133,8 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         print(f"resuming from {resume_path} after epoch {start_epoch}", flush=True)
 
     generator = torch.Generator().manual_seed(settings.seed)
-    for epoch in range(start_epoch, settings.epochs):
+    epochs = -(-total_steps // steps_per_epoch)
+    for epoch in range(start_epoch, epochs):
         started = time.time()
         train_set.epoch = epoch
         generator.manual_seed(settings.seed * 1000 + epoch)
@@ -136,8 +144,10 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         set_train_mode(model, settings.freeze_bn)
         totals: dict[str, float] = {}
         n_batches = 0
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", mininterval=10, file=None)
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", mininterval=10, file=None)
         for images, labels in progress:
+            if epoch * steps_per_epoch + n_batches == total_steps:  # the last, partial epoch of max_steps
+                break
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=use_amp):
                 loss, parts = batch_loss(model, images, labels, generator)
@@ -162,7 +172,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         _write_log(log_path, rows)
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if resume_path is not None and epoch + 1 < settings.epochs:
+        if resume_path is not None and epoch + 1 < epochs:
             with atomic_path(resume_path, suffix=".pt") as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
