@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from wsss_lib.crf import CRFParams
 from wsss_lib.data.label_png import write_label_png
 from wsss_lib.models.deeplab import build_deeplab
-from wsss_lib.segmentation import (DEEPLAB_CRF, PseudoLabelReader, crf_refine, predict_probabilities,
+from wsss_lib.segmentation import (DEEPLAB_CRF, PseudoLabelReader, crf_refine, crf_refine_many, predict_probabilities,
                                    segmentation_batch_loss, segmentation_loss)
 
 
@@ -188,3 +188,26 @@ def test_pseudo_label_reader_round_trip_pickle_and_missing_file(tmp_path):
     np.testing.assert_array_equal(clone("2007_000032"), labels)
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "missing.png"))):
         reader("missing")
+
+
+def test_pooled_crf_refinement_equals_the_serial_one(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(4):
+        image = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        image[:, 16:] = 200  # a flat region the CRF can smooth
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(image).save(path)
+        probabilities = rng.dirichlet(np.ones(3), size=(24, 32)).transpose(2, 0, 1).astype(np.float32)
+        items.append((f"id{i}", str(path), probabilities))
+    expected = [(image_id, crf_refine(np.asarray(Image.open(path)), probs).astype(np.uint8))
+                for image_id, path, probs in items]
+    for processes in (1, 2):
+        got = list(crf_refine_many(iter(items), DEEPLAB_CRF, processes=processes))
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        for (_, labels), (_, reference) in zip(got, expected):
+            np.testing.assert_array_equal(labels, reference)
+    with pytest.raises(ValueError, match="id0"):
+        list(crf_refine_many([("id0", items[0][1], items[0][2][:, :10])], DEEPLAB_CRF))

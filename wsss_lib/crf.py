@@ -246,23 +246,26 @@ def _single_thread() -> None:
         os.environ[name] = "1"
 
 
-def confident_labels_many(tasks: Iterable[CRFTask], low_alpha: float, high_alpha: float, params: CRFParams,
-                          processes: int, chunksize: int = 1, *,
-                          start_method: str = POOL_START_METHOD) -> Iterator[tuple[str, np.ndarray]]:
-    """``(image_id, confident_labels(...))`` for each task, in the order of ``tasks``.
-
-    ``processes <= 1`` runs in this process. Otherwise a pool of ``processes`` single-threaded
-    workers runs ``Pool.imap``: results stream back in order, and since ``tasks`` is pulled lazily
-    (by the pool's task-feeding thread, not the caller's) and blocks once the pipe to the workers
-    is full, only a few tasks' CAMs are in memory at a time. Results are identical to the serial
-    run. Leaving the iteration early terminates the pool.
-    """
-    # partial of a module-level function pickles by reference, so workers can receive it.
-    worker = functools.partial(_task_labels, low_alpha=low_alpha, high_alpha=high_alpha, params=params)
+def pool_imap(worker, items: Iterable, processes: int, chunksize: int = 1,
+              start_method: str = POOL_START_METHOD) -> Iterator:
+    """``worker(item)`` for each item, in order: in this process for ``processes <= 1``, else in a pool
+    of single-threaded workers whose ``imap`` pulls ``items`` lazily (from the pool's feeder thread,
+    blocking once the pipe to the workers is full), so only a few items are in memory at a time.
+    Leaving the iteration early terminates the pool."""
     if processes <= 1:
-        for task in tasks:
-            yield worker(task)
+        for item in items:
+            yield worker(item)
         return
     context = multiprocessing.get_context(start_method)
     with context.Pool(processes, initializer=_single_thread) as pool:
-        yield from pool.imap(worker, tasks, chunksize)
+        yield from pool.imap(worker, items, chunksize)
+
+
+def confident_labels_many(tasks: Iterable[CRFTask], low_alpha: float, high_alpha: float, params: CRFParams,
+                          processes: int, chunksize: int = 1, *,
+                          start_method: str = POOL_START_METHOD) -> Iterator[tuple[str, np.ndarray]]:
+    """``(image_id, confident_labels(...))`` for each task, in the order of ``tasks``, computed in
+    ``processes`` worker processes (see :func:`pool_imap`); identical to the serial run."""
+    # partial of a module-level function pickles by reference, so workers can receive it.
+    worker = functools.partial(_task_labels, low_alpha=low_alpha, high_alpha=high_alpha, params=params)
+    return pool_imap(worker, tasks, processes, chunksize, start_method)

@@ -7,17 +7,18 @@ with test-time scales and flips, and refines the prediction with DeepLab-v2's de
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss_lib.crf import CRFParams, dense_crf
+from wsss_lib.crf import CRFParams, dense_crf, pool_imap, read_rgb
 from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png
 
 # DeepLab-v2's dense-CRF settings for PASCAL VOC with ResNet-101, from the official DeepLab-v2
@@ -162,3 +163,20 @@ def crf_refine(image_uint8: np.ndarray, probabilities: np.ndarray | torch.Tensor
         probabilities = probabilities.detach().float().cpu().numpy()
     marginals = dense_crf(image_uint8, np.asarray(probabilities, dtype=np.float32), params)
     return marginals.argmax(0).astype(np.int64)
+
+
+def _crf_labels_of(item: tuple[str, str, np.ndarray], params: CRFParams) -> tuple[str, np.ndarray]:
+    """The pool worker of :func:`crf_refine_many`: read the image, refine its probabilities."""
+    image_id, image_path, probabilities = item
+    image = read_rgb(image_path)
+    if probabilities.ndim != 3 or probabilities.shape[1:] != image.shape[:2]:
+        raise ValueError(f"image {image_id!r}: probabilities have shape {probabilities.shape}, "
+                         f"image {image_path} is {image.shape}")
+    return image_id, crf_refine(image, probabilities, params).astype(np.uint8)
+
+
+def crf_refine_many(items: Iterable[tuple[str, str, np.ndarray]], params: CRFParams = DEEPLAB_CRF,
+                    processes: int = 1) -> Iterator[tuple[str, np.ndarray]]:
+    """``(image_id, uint8 crf_refine labels)`` for each ``(image_id, image path, (C, H, W) probabilities)``,
+    in order, in ``processes`` single-threaded workers (results identical to the serial run)."""
+    return pool_imap(functools.partial(_crf_labels_of, params=params), items, processes)
