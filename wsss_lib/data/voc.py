@@ -123,6 +123,24 @@ def read_split_table(path: str | os.PathLike, class_names: Sequence[str] | None 
     return table
 
 
+def read_split_tables(paths: str | os.PathLike | Sequence[str | os.PathLike],
+                      class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """One or several split CSVs as one table, each image once, in first-seen order.
+
+    Stages that cover two splits (the CAM evaluation split and the pseudo-label split, where train is a
+    subset of train_aug) read them through this; the splits must share their class columns.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise ValueError("no split table given")
+    tables = [read_split_table(path, class_names) for path in paths]
+    for path, table in zip(paths[1:], tables[1:]):
+        if class_columns(table) != class_columns(tables[0]):
+            raise ValueError(f"split table {path} has classes {class_columns(table)}, "
+                             f"{paths[0]} has {class_columns(tables[0])}")
+    return pd.concat(tables, ignore_index=True).drop_duplicates("id", keep="first").reset_index(drop=True)
+
+
 def class_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in BASE_COLUMNS]
 

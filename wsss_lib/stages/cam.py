@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.transforms import ClassificationTrainTransform
-from wsss_lib.data.voc import class_columns, read_split_table
+from wsss_lib.data.voc import class_columns, read_split_table, read_split_tables
 from wsss_lib.metrics import confusion_matrix, summarise
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import StoreReader, open_store_writer
@@ -70,15 +70,15 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
     return rows
 
 
-def make_cams(model_path: str, split_csv: str, store_out: str, hp: Mapping[str, Any], *, device: str = "auto",
+def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, hp: Mapping[str, Any], *, device: str = "auto",
               threads: int = 1, method: str = "") -> None:
-    """Multi-scale + flip CAMs for every image of a split, for the classes in its image-level labels."""
+    """Multi-scale + flip CAMs for every image of the split(s), for the classes in its image-level labels."""
     torch.set_num_threads(max(1, threads))
     opts = hp["make_cams"]
     model, meta = load_cam_net(model_path)
     dev = resolve_device(device)
     model.to(dev).eval()
-    table = read_split_table(split_csv, meta["class_names"])
+    table = read_split_tables(split_csvs, meta["class_names"])
     dataset = InferenceDataset(table, meta["input_mean"], meta["input_std"])
     loader = DataLoader(dataset, batch_sampler=dataset.batches(opts["batch_size"]), collate_fn=collate_inference,
                         num_workers=opts["num_workers"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,8 +18,8 @@ from wsss_lib.crf import IGNORE, CRFParams, CRFTask, confident_labels_many
 from wsss_lib.data.datasets import SegmentationTrainDataset
 from wsss_lib.data.label_png import read_label_png, write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform, normalise
-from wsss_lib.data.voc import class_columns, read_image, read_split_table
-from wsss_lib.metrics import confusion_matrix, summarise
+from wsss_lib.data.voc import read_image, read_split_table, read_split_tables
+from wsss_lib.evaluation import score_label_dir
 from wsss_lib.models.affinity_net import build_affinity_net, load_affinity_net, save_affinity_net
 from wsss_lib.models.cam_net import load_cam_net
 from wsss_lib.random_walk import random_walk_labels
@@ -27,13 +27,13 @@ from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
 from wsss_lib.training import TrainSettings, resolve_device, train_classifier
 
 
-def _split_with_cams(split_csv: str, store: StoreReader):
-    """The split's rows, checked to have CAMs in the store (same class list, every image present)."""
+def _split_with_cams(split_csvs: str | Sequence[str], store: StoreReader):
+    """The split(s)' rows, checked to have CAMs in the store (same class list, every image present)."""
     class_names = list(store.attrs["class_names"])
-    table = read_split_table(split_csv, class_names)
+    table = read_split_tables(split_csvs, class_names)
     missing = [i for i in table["id"] if i not in store]
     if missing:
-        raise KeyError(f"{len(missing)} images of {split_csv} have no CAMs in {store.path}, e.g. {missing[:3]}")
+        raise KeyError(f"{len(missing)} images of {split_csvs} have no CAMs in {store.path}, e.g. {missing[:3]}")
     return table, class_names
 
 
@@ -143,13 +143,14 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
     meta = {"architecture": "affinity_net", "backbone": hp["backbone"], "output_stride": int(backbone.output_stride),
             "stride": opts["stride"], "radius": opts["radius"], "class_names": class_names, "method": method,
             "config_hash": config_hash(dict(opts)), "init": opts["init"],
+            "init_model": str(init_model) if opts["init"] == "cam" else None,
             "input_mean": list(backbone.input_mean), "input_std": list(backbone.input_std)}
     save_affinity_net(model_out, model.cpu(), meta)
     return rows
 
 
 @torch.no_grad()
-def random_walk(affinity_model: str, cams_store: str, split_csv: str, out_dir: str, hp: Mapping[str, Any], *,
+def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence[str], out_dir: str, hp: Mapping[str, Any], *,
                 device: str = "auto", threads: int = 1) -> None:
     """Pseudo-label PNGs ``out_dir/{id}.png``: each image's CAMs (with a (1 - max)^alpha background)
     propagated by the random walk over AffinityNet's affinities, then argmax (PSA Sec. 3.5)."""
@@ -160,7 +161,7 @@ def random_walk(affinity_model: str, cams_store: str, split_csv: str, out_dir: s
     model.to(dev).eval()
     offsets = neighbour_offsets(meta["radius"])
     with StoreReader(cams_store) as cams, atomic_dir(out_dir) as tmp:
-        table, _ = _split_with_cams(split_csv, cams)
+        table, _ = _split_with_cams(split_csvs, cams)
         for image_id, image_path in zip(table["id"], table["image"]):
             image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None].to(dev)
             with torch.autocast(dev.type, enabled=dev.type == "cuda"):
@@ -178,23 +179,7 @@ def random_walk(affinity_model: str, cams_store: str, split_csv: str, out_dir: s
 
 def eval_pseudo_labels(pseudo_dir: str, split_csv: str, json_out: str) -> dict:
     """mIoU of the pseudo-labels against the split's masks (images without a mask are skipped)."""
-    table = read_split_table(split_csv)
-    class_names = class_columns(table)
-    names = ["background", *class_names]
-    conf = np.zeros((len(names), len(names)), dtype=np.int64)
-    evaluated = 0
-    for image_id, mask_path in zip(table["id"], table["mask"]):
-        if not mask_path:
-            continue
-        pred_path = Path(pseudo_dir) / f"{image_id}.png"
-        pred, gt = read_label_png(pred_path), read_label_png(mask_path)
-        if pred.shape != gt.shape:
-            raise ValueError(f"pseudo-label {pred_path} is {pred.shape}, mask {mask_path} is {gt.shape}")
-        conf += confusion_matrix(gt, pred, len(names))
-        evaluated += 1
-    if evaluated == 0:
-        raise ValueError(f"no image of {split_csv} has a ground-truth mask: cannot evaluate pseudo-labels")
-    result = {**summarise(conf, names), "split": Path(split_csv).stem, "n_images": evaluated}
+    result = score_label_dir(pseudo_dir, split_csv)
     with atomic_path(json_out, suffix=".json") as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     return result
