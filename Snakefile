@@ -1,6 +1,6 @@
 # wsss-pipeline: weakly supervised semantic segmentation as one Snakemake DAG.
-# Usage: snakemake --cores 2                      (every configured method -> results/cam_summary.csv)
-#        snakemake --cores 2 results/fmix/cam/miou.json
+# Usage: snakemake --cores 2                      (every method, end to end -> results/summary.csv)
+#        snakemake --cores 2 results/fmix/miou.json     (one method: CAM, pseudo-label and segmentation mIoU)
 
 from snakemake.utils import min_version
 
@@ -15,10 +15,12 @@ include: "rules/data.smk"
 include: "rules/cam.smk"
 include: "rules/subcategory.smk"
 include: "rules/refine.smk"
+include: "rules/segment.smk"
 include: "rules/report.smk"
 
 
 rule all:
     input:
+        f"{R}/summary.csv",
         f"{R}/cam_summary.csv",
     default_target: True

@@ -30,7 +30,7 @@ rule train_cam:
 rule make_cams:
     input:
         model=final_cam_model,
-        split=cam_split_csv,
+        split=cam_and_pseudo_split_csvs,
     output:
         f"{R}/{{method}}/cam/cams.h5",
     params:

@@ -151,3 +151,41 @@ def affinity_training_inputs(wildcards):
         return {"init": final_cam_model(wildcards)}
     weights = weights_input(wildcards)
     return {"weights": weights} if weights else {}
+
+
+def pseudo_split_csv(wildcards):
+    """The images that get pseudo-labels and train DeepLab (VOC protocol: train_aug); AffinityNet learns
+    from their CRF labels."""
+    return split_csv(hparams(wildcards.method)["segment"]["split"])
+
+
+def cam_and_pseudo_split_csvs(wildcards):
+    """CAMs and the random walk cover both the CAM evaluation split and the pseudo-label split (one
+    file when they are the same), so the CAM and pseudo-label mIoU stay measured on train."""
+    return list(dict.fromkeys([cam_split_csv(wildcards), pseudo_split_csv(wildcards)]))
+
+
+def segment_params(method, *keys):
+    """The method's segment block, restricted to ``keys`` (all of it if none are given)."""
+    seg = hparams(method)["segment"]
+    return {"segment": {k: seg[k] for k in keys} if keys else seg}
+
+
+def segment_training_params(method):
+    """What DeepLab's training depends on: the segment block without the inference settings."""
+    seg = hparams(method)["segment"]
+    return {"segment": {k: v for k, v in seg.items() if k not in ("infer", "crf")}}
+
+
+def segment_weights(wildcards):
+    """DeepLab's backbone start: fetched ImageNet weights of a ResNet, a user-given state dict, or nothing."""
+    seg = hparams(wildcards.method)["segment"]
+    if seg["pretrained"] == "imagenet" and seg["backbone"].startswith("resnet"):
+        return {"weights": f"data/weights/{seg['backbone']}.pth"}
+    if seg["pretrained"] not in ("none", "imagenet"):
+        return {"weights": seg["pretrained"]}
+    return {}
+
+
+def segment_eval_csv(wildcards):
+    return split_csv(hparams(wildcards.method)["segment"]["infer"]["split"])

@@ -4,7 +4,7 @@
 rule crf_labels:
     input:
         cams=rules.make_cams.output[0],
-        split=cam_split_csv,
+        split=pseudo_split_csv,
     output:
         f"{R}/{{method}}/refine/affinity_labels.h5",
     params:
@@ -27,7 +27,7 @@ rule train_affinity:
     input:
         unpack(affinity_training_inputs),
         labels=rules.crf_labels.output[0],
-        split=cam_split_csv,
+        split=pseudo_split_csv,
     output:
         model=f"{R}/{{method}}/refine/affinity.pt",
         log_csv=f"{R}/{{method}}/refine/affinity_log.csv",
@@ -53,7 +53,7 @@ rule random_walk:
     input:
         model=rules.train_affinity.output.model,
         cams=rules.make_cams.output[0],
-        split=cam_split_csv,
+        split=cam_and_pseudo_split_csvs,
     output:
         directory(f"{R}/{{method}}/refine/pseudo"),
     params:

@@ -20,3 +20,25 @@ rule cam_summary:
         runtime=10,
     script:
         "../workflow/scripts/cam_summary.py"
+
+
+rule summary:
+    input:
+        expand(f"{R}/{{method}}/miou.json", method=METHODS),
+    output:
+        csv=f"{R}/summary.csv",
+        md=f"{R}/summary.md",
+    params:
+        methods=METHODS,
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/summary.log",
+    benchmark:
+        f"{BENCH}/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/summary.py"

@@ -29,6 +29,7 @@ TINY_SYNTHETIC = {
             "train_cam": {"epochs": 30, "lr": 0.02, "crop": 64, "resize_long": [56, 72], "batch_size": 8},
             "make_cams": {"scales": [1.0, 1.5]},
             "refine": {"affinity": {"crop": 64, "epochs": 8, "batch_size": 8}},
+            "segment": {"iterations": 120, "batch_size": 8, "crop": 64},
         },
     },
 }

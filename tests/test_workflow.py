@@ -13,8 +13,7 @@ from conftest import REPO, TINY_SYNTHETIC, run_snakemake
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
-    run_snakemake(workdir, "--cores", "2", "results/baseline/cam/miou.json", "results/baseline/refine/miou.json",
-                  overlay=TINY_SYNTHETIC)
+    run_snakemake(workdir, "--cores", "2", "results/baseline/miou.json", overlay=TINY_SYNTHETIC)
     return workdir
 
 
@@ -74,6 +73,33 @@ def test_refinement_from_cams_to_pseudo_labels(tiny_run):
         assert (tiny_run / f"results/benchmarks/{rule}/baseline.tsv").is_file()
 
 
+def test_segmentation_from_pseudo_labels_to_the_method_result(tiny_run):
+    import torch
+
+    from wsss_lib.data.label_png import read_label_png
+
+    results = tiny_run / "results/baseline"
+    seg = json.loads((results / "seg/miou.json").read_text())
+    assert seg["split"] == "val" and seg["n_images"] == 16 and seg["init"] == "none"
+    assert (seg["train_split"], seg["n_train_images"], seg["iterations"]) == ("train", 48, 120)
+    assert seg["miou"] > 0.3 and 0 < seg["crf"]["miou"] <= 1, seg
+    for kind in ("plain", "crf"):
+        pngs = sorted((results / f"seg/pred/{kind}").glob("*.png"))
+        assert len(pngs) == 16 and read_label_png(pngs[0]).shape == (64, 64)
+    log = (results / "seg/train_log.csv").read_text().splitlines()
+    assert len(log) == 1 + 20 and log[-1].split(",")[-2] == "0.0"  # 120 updates = 20 epochs of 6; lr decayed to 0
+    meta = torch.load(results / "seg/model.pt", weights_only=True)["meta"]
+    assert (meta["architecture"], meta["head"], meta["n_classes"]) == ("deeplab", "v2", 4)
+    gathered = json.loads((results / "miou.json").read_text())
+    for stage, source in (("cam", "cam/miou.json"), ("pseudo_label", "refine/miou.json"), ("segmentation", "seg/miou.json")):
+        assert gathered[stage]["miou"] == json.loads((results / source).read_text())["miou"]
+    assert gathered["segmentation"]["miou_crf"] == seg["crf"]["miou"]
+    assert (gathered["cam"]["split"], gathered["pseudo_label"]["split"]) == ("train", "train")
+    for rule in ("train_deeplab", "infer_deeplab", "eval_segmentation", "method_miou"):
+        assert (tiny_run / f"results/logs/{rule}/baseline.log").is_file()
+        assert (tiny_run / f"results/benchmarks/{rule}/baseline.tsv").is_file()
+
+
 def test_unknown_config_key_fails_before_any_job(tmp_path):
     result = run_snakemake(tmp_path, "-n", overlay={"defaults": {"train_cam": {"epochz": 3}}}, check=False)
     assert result.returncode != 0
@@ -92,10 +118,14 @@ ONE_EPOCH_EVERY_METHOD = {
     "synthetic": {**TINY_SYNTHETIC["synthetic"], "hparams": {
         "train_cam": {"epochs": 1, "crop": 64, "resize_long": [56, 72], "batch_size": 8},
         "make_cams": {"scales": [1.0]},
+        "refine": {"affinity": {"crop": 64, "epochs": 1, "batch_size": 8}},
+        "segment": {"iterations": 6, "batch_size": 8, "crop": 64},
         "teacher": {"preset": "vit_tiny_scratch", "pretrained": "none", "image_size": 64, "epochs": 2,
                     "batch_size": 8, "resize_long": [56, 72]}}},
     # method blocks override the dataset's hparams, so their own epoch counts are cut here too
-    "methods": {"fmix": {"train_cam": {"epochs": 1}}, "fmix_aug": {"train_cam": {"epochs": 1}},
+    # fmix_aug also takes its pseudo-labels and DeepLab to train_aug
+    "methods": {"fmix": {"train_cam": {"epochs": 1}},
+                "fmix_aug": {"train_cam": {"epochs": 1}, "segment": {"split": "train_aug"}},
                 "sce": {"subcategory": {"rounds": 2}}, "sct": {"subcategory": {"rounds": 2}}},
 }
 METHODS = ["baseline", "mixup", "manifold_mixup", "fmix", "fmix_aug", "sce", "sct"]
@@ -108,7 +138,7 @@ def every_method_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("methods")
     run_snakemake(workdir, "--cores", "2", "results/sce/round1/clusters.json", overlay=ONE_EPOCH_EVERY_METHOD)
     dry = run_snakemake(workdir, "-n", "results/sce/round1/model.pt", overlay=ONE_EPOCH_EVERY_METHOD)
-    run_snakemake(workdir, "--cores", "2", overlay=ONE_EPOCH_EVERY_METHOD)
+    run_snakemake(workdir, "--cores", "2", overlay=ONE_EPOCH_EVERY_METHOD)  # the default target: summary.csv
     return workdir, dry.stdout
 
 
@@ -131,6 +161,38 @@ def test_every_method_trains_into_the_cam_summary(every_method_run):
     assert "6/6" in (workdir / "results/logs/train_cam/fmix.log").read_text()
 
 
+def test_every_method_reaches_the_summary(every_method_run):
+    import pandas as pd
+
+    workdir, _ = every_method_run
+    table = pd.read_csv(workdir / "results/summary.csv")
+    assert table["method"].tolist() == METHODS
+    for column in ("cam_miou", "pseudo_label_miou", "seg_miou", "seg_miou_crf"):
+        assert table[column].between(0, 1).all(), column
+    for row in table.itertuples():
+        gathered = json.loads((workdir / f"results/{row.method}/miou.json").read_text())
+        assert row.seg_miou == pytest.approx(gathered["segmentation"]["miou"], abs=1e-4)
+    markdown = (workdir / "results/summary.md").read_text()
+    assert all(f"| {method} |" in markdown for method in METHODS)
+
+
+def test_train_aug_pseudo_labels_keep_the_cam_score_on_train(every_method_run):
+    import torch
+
+    workdir, _ = every_method_run
+    results = workdir / "results/fmix_aug"
+    with h5py.File(results / "cam/cams.h5", "r") as cams:
+        assert len(cams) == 64  # CAMs for train_aug, which holds train
+    assert len(list((results / "refine/pseudo").glob("*.png"))) == 64
+    gathered = json.loads((results / "miou.json").read_text())
+    assert (gathered["cam"]["split"], gathered["cam"]["n_images"]) == ("train", 48)
+    assert (gathered["pseudo_label"]["split"], gathered["pseudo_label"]["n_images"]) == ("train", 48)
+    meta = torch.load(results / "seg/model.pt", weights_only=True)["meta"]
+    assert (meta["train_split"], meta["n_train_images"]) == ("train_aug", 64)
+    with h5py.File(workdir / "results/fmix/cam/cams.h5", "r") as cams:
+        assert len(cams) == 48  # the others stay on train
+
+
 def test_changing_one_method_reruns_only_its_jobs(every_method_run):
     workdir, _ = every_method_run
     changed = json.loads(json.dumps(ONE_EPOCH_EVERY_METHOD))
@@ -139,7 +201,9 @@ def test_changing_one_method_reruns_only_its_jobs(every_method_run):
     scheduled = re.findall(r"^rule (\w+):", result.stdout, flags=re.M)
     methods = set(re.findall(r"wildcards: method=(\w+)", result.stdout))
     assert methods == {"mixup"}, result.stdout
-    assert sorted(scheduled) == sorted(["train_cam", "make_cams", "eval_cams", "cam_summary", "all"])
+    assert sorted(scheduled) == sorted(["train_cam", "make_cams", "eval_cams", "cam_summary", "crf_labels",
+                                        "train_affinity", "random_walk", "eval_pseudo_labels", "train_deeplab",
+                                        "infer_deeplab", "eval_segmentation", "method_miou", "summary", "all"])
     changed = json.loads(json.dumps(ONE_EPOCH_EVERY_METHOD))
     changed["methods"]["sce"]["subcategory"]["rounds"] = 3  # one more round: only sce's new round and CAMs
     result = run_snakemake(workdir, "-n", overlay=changed)
@@ -153,6 +217,19 @@ def test_dry_run_after_the_checkpoint_schedules_the_head_size_found(every_method
     workdir, dry_stdout = every_method_run
     count = json.loads((workdir / "results/sce/round1/clusters.json").read_text())["total"]
     assert f"train sce round 1 with a sub-category head of {count}" in dry_stdout
+
+
+def test_refinement_runs_after_a_subcategory_method(every_method_run):
+    import torch
+
+    workdir, _ = every_method_run
+    results = workdir / "results/sct"
+    pseudo = json.loads((results / "refine/miou.json").read_text())
+    assert pseudo["n_images"] == 48 and 0 < pseudo["miou"] <= 1
+    meta = torch.load(results / "refine/affinity.pt", weights_only=True)["meta"]
+    # AffinityNet starts from the net that made the CAMs: the last sub-category round's
+    assert meta["init"] == "cam" and meta["init_model"].endswith("sct/round2/model.pt")
+    assert len(list((results / "refine/pseudo").glob("*.png"))) == 48
 
 
 @pytest.mark.parametrize("method", ["sce", "sct"])

@@ -1,0 +1,93 @@
+# Segmentation: DeepLab on the method's pseudo-labels, val predictions, their mIoU, and the per-method
+# result gathering the three stages.
+
+
+rule train_deeplab:
+    input:
+        unpack(segment_weights),
+        pseudo=rules.random_walk.output[0],
+        split=pseudo_split_csv,
+    output:
+        model=f"{R}/{{method}}/seg/model.pt",
+        log_csv=f"{R}/{{method}}/seg/train_log.csv",
+    params:
+        hp=lambda wc: segment_training_params(wc.method),
+        resume=lambda wc: f"{R}/{wc.method}/seg/.resume/train_deeplab.pt",
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/train_deeplab/{{method}}.log",
+    benchmark:
+        f"{BENCH}/train_deeplab/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=1440,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/train_deeplab.py"
+
+
+rule infer_deeplab:
+    input:
+        model=rules.train_deeplab.output.model,
+        split=segment_eval_csv,
+    output:
+        directory(f"{R}/{{method}}/seg/pred"),
+    params:
+        hp=lambda wc: segment_params(wc.method, "infer", "crf"),
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/infer_deeplab/{{method}}.log",
+    benchmark:
+        f"{BENCH}/infer_deeplab/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu_count(),
+    script:
+        "../workflow/scripts/infer_deeplab.py"
+
+
+rule eval_segmentation:
+    input:
+        pred=rules.infer_deeplab.output[0],
+        split=segment_eval_csv,
+        model=rules.train_deeplab.output.model,
+    output:
+        f"{R}/{{method}}/seg/miou.json",
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/eval_segmentation/{{method}}.log",
+    benchmark:
+        f"{BENCH}/eval_segmentation/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../workflow/scripts/eval_segmentation.py"
+
+
+rule method_miou:
+    input:
+        cam=rules.eval_cams.output[0],
+        pseudo=rules.eval_pseudo_labels.output[0],
+        seg=rules.eval_segmentation.output[0],
+    output:
+        f"{R}/{{method}}/miou.json",
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/method_miou/{{method}}.log",
+    benchmark:
+        f"{BENCH}/method_miou/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/method_miou.py"

@@ -1,0 +1,59 @@
+"""Per-method result gathering and the cross-method summary."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from wsss_lib.report import markdown_table, method_result, summary_table, write_json
+
+
+def stage_file(tmp_path, name, **fields):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"per_class_iou": {"background": 0.9, "cat": 0.5}, **fields}))
+    return path
+
+
+def three_stages(tmp_path, method, cam, pseudo, seg, crf=None):
+    cam_path = stage_file(tmp_path, f"{method}_cam", miou=cam, split="train", n_images=10, threshold=0.15,
+                          best_miou=cam + 0.01, best_threshold=0.2)
+    pseudo_path = stage_file(tmp_path, f"{method}_pseudo", miou=pseudo, split="train", n_images=10)
+    seg_fields = {"miou": seg, "split": "val", "n_images": 5, "init": "none", "train_split": "train_aug"}
+    if crf is not None:
+        seg_fields["crf"] = {"miou": crf, "per_class_iou": {"background": 0.95, "cat": 0.6}}
+    return method_result(method, cam_path, pseudo_path, stage_file(tmp_path, f"{method}_seg", **seg_fields))
+
+
+def test_method_result_gathers_the_three_stages(tmp_path):
+    result = three_stages(tmp_path, "fmix", 0.5, 0.6, 0.55, crf=0.58)
+    assert result["method"] == "fmix"
+    assert (result["cam"]["miou"], result["cam"]["split"], result["cam"]["threshold"]) == (0.5, "train", 0.15)
+    assert (result["pseudo_label"]["miou"], result["pseudo_label"]["n_images"]) == (0.6, 10)
+    seg = result["segmentation"]
+    assert (seg["miou"], seg["miou_crf"], seg["split"], seg["n_images"], seg["init"]) == (0.55, 0.58, "val", 5, "none")
+    assert seg["per_class_iou_crf"]["cat"] == 0.6
+
+
+def test_method_result_names_an_incomplete_file(tmp_path):
+    cam = stage_file(tmp_path, "cam", miou=0.5, split="train", n_images=3)
+    broken = tmp_path / "pseudo.json"
+    broken.write_text(json.dumps({"miou": 0.5}))
+    with pytest.raises(ValueError, match="pseudo.json"):
+        method_result("m", cam, broken, cam)
+
+
+def test_summary_rows_and_markdown(tmp_path):
+    paths = []
+    for method, values in {"baseline": (0.5, 0.6, 0.55, 0.58), "sce": (0.52, 0.63, 0.6, None)}.items():
+        path = tmp_path / f"{method}.json"
+        write_json(three_stages(tmp_path, method, *values[:3], crf=values[3]), path)
+        paths.append(path)
+    table = summary_table(["baseline", "sce"], paths)
+    assert table["method"].tolist() == ["baseline", "sce"]
+    assert table["pseudo_label_miou"].tolist() == [0.6, 0.63]
+    assert table.loc[0, "seg_miou_crf"] == 0.58 and pd.isna(table.loc[1, "seg_miou_crf"])
+    lines = markdown_table(table).splitlines()
+    assert lines[2] == "| baseline | 50.0 (train) | 60.0 (train) | 55.0 (val) | 58.0 |"
+    assert lines[3] == "| sce | 52.0 (train) | 63.0 (train) | 60.0 (val) | - |"
+    with pytest.raises(ValueError, match="2 methods but 1"):
+        summary_table(["baseline", "sce"], paths[:1])

@@ -1,0 +1,141 @@
+"""Segmentation stage: DeepLab (Chen et al. TPAMI 2017) trained on a method's pseudo-labels, its val
+predictions (multi-scale + flip, optional dense CRF) and their mIoU, as in SC-CAM / Mixup-CAM / PSA."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from wsss_lib.atomic import atomic_dir, atomic_path
+from wsss_lib.config import config_hash
+from wsss_lib.crf import CRFParams
+from wsss_lib.data.datasets import SegmentationTrainDataset
+from wsss_lib.data.label_png import write_label_png
+from wsss_lib.data.transforms import SegmentationTrainTransform, normalise
+from wsss_lib.data.voc import class_columns, read_image, read_split_table
+from wsss_lib.evaluation import score_label_dir
+from wsss_lib.models.deeplab import build_deeplab, load_deeplab, save_deeplab
+from wsss_lib.segmentation import PseudoLabelReader, crf_refine_many, predict_probabilities, segmentation_batch_loss
+from wsss_lib.training import TrainSettings, resolve_device, train_classifier
+
+PREDICTION_KINDS = ("plain", "crf")
+
+
+def segment_settings(opts: Mapping[str, Any], n_images: int) -> TrainSettings:
+    """The shared loop's settings for ``iterations`` updates (DeepLab counts iterations, not epochs)."""
+    steps_per_epoch = n_images // opts["batch_size"]
+    if steps_per_epoch == 0:
+        raise ValueError(f"segment.batch_size {opts['batch_size']} is larger than the {n_images} training images")
+    return TrainSettings(
+        epochs=math.ceil(opts["iterations"] / steps_per_epoch), batch_size=opts["batch_size"], lr=opts["lr"],
+        weight_decay=opts["weight_decay"], momentum=opts["momentum"], poly_power=opts["poly_power"],
+        new_layer_lr_mult=opts["new_layer_lr_mult"], freeze_bn=opts["freeze_bn"], num_workers=opts["num_workers"],
+        seed=opts["seed"], max_steps=opts["iterations"],
+    )
+
+
+def init_description(pretrained: str) -> str:
+    """What the backbone started from, for the result files: none, imagenet, or the weights' path."""
+    return pretrained if pretrained in ("none", "imagenet") else str(Path(pretrained))
+
+
+def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str, hp: Mapping[str, Any], *,
+                  weights_file: str | None = None, device: str = "auto", threads: int = 1,
+                  resume_path: str | None = None, method: str = "") -> list[dict]:
+    """Train DeepLab on the pseudo-labels ``pseudo_dir/{id}.png`` of every image of the split.
+
+    Schedule from ``hp["segment"]`` (DeepLab-v2: poly lr 2.5e-4, 10x on the head, momentum 0.9, weight
+    decay 5e-4, batch 10, crop 321, random scale 0.5-1.5 and flip, 255 ignored).
+    """
+    torch.set_num_threads(max(1, threads))
+    opts = hp["segment"]
+    torch.manual_seed(opts["seed"])
+    table = read_split_table(split_csv)
+    class_names = class_columns(table)
+    reader = PseudoLabelReader(pseudo_dir)
+    missing = [i for i in table["id"] if not (Path(pseudo_dir) / f"{i}.png").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} images of {split_csv} have no pseudo-label in {pseudo_dir}, "
+                                f"e.g. {missing[:3]}")
+    model = build_deeplab(opts["backbone"], len(class_names) + 1, opts["pretrained"], opts["output_stride"],
+                          opts["head"], weights_file)
+    backbone = model.backbone
+    transform = SegmentationTrainTransform(
+        crop=opts["crop"], mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
+        scale_range=tuple(opts["scale_range"]), hflip=opts["hflip"],
+    )
+    dataset = SegmentationTrainDataset(table["id"], table["image"], reader, transform, seed=opts["seed"])
+    rows = train_classifier(model, dataset, None, segment_settings(opts, len(dataset)), segmentation_batch_loss(),
+                            resolve_device(device), log_out, resume_path)
+    meta = {"architecture": "deeplab", "backbone": opts["backbone"], "head": opts["head"],
+            "output_stride": int(backbone.output_stride), "n_classes": len(class_names) + 1,
+            "class_names": ["background", *class_names], "method": method, "config_hash": config_hash(dict(opts)),
+            "init": init_description(opts["pretrained"]), "iterations": opts["iterations"],
+            "train_split": Path(split_csv).stem, "n_train_images": len(dataset),
+            "input_mean": list(backbone.input_mean), "input_std": list(backbone.input_std)}
+    save_deeplab(model_out, model.cpu(), meta)
+    return rows
+
+
+def _probabilities(model, meta: Mapping[str, Any], table, opts: Mapping[str, Any],
+                   dev: torch.device) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(id, image path, (C, H, W) float32 class probabilities) per image, one image in memory at a time."""
+    for image_id, image_path in zip(table["id"], table["image"]):
+        image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"]).to(dev)
+        probs = predict_probabilities(model, image, tuple(opts["scales"]), opts["flip"])
+        yield image_id, image_path, probs.float().cpu().numpy()
+
+
+@torch.no_grad()
+def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str, Any], *, device: str = "auto",
+                  threads: int = 1) -> None:
+    """Palette-PNG predictions ``out_dir/plain/{id}.png`` (argmax of the multi-scale + flip average)
+    and, with ``segment.infer.crf``, ``out_dir/crf/{id}.png`` (DeepLab's dense CRF on the same
+    probabilities, run in a pool of ``threads`` processes)."""
+    torch.set_num_threads(max(1, threads))
+    opts = hp["segment"]["infer"]
+    model, meta = load_deeplab(model_path)
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    table = read_split_table(split_csv)
+    if len(class_columns(table)) + 1 != meta["n_classes"]:
+        raise ValueError(f"{split_csv} has {len(class_columns(table))} classes, the model {model_path} "
+                         f"predicts {meta['n_classes'] - 1} plus background")
+    with atomic_dir(out_dir) as tmp:
+        plain = Path(tmp) / "plain"
+        plain.mkdir()
+        if not opts["crf"]:
+            for image_id, _, probs in _probabilities(model, meta, table, opts, dev):
+                write_label_png(plain / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
+            return
+        crf_dir = Path(tmp) / "crf"
+        crf_dir.mkdir()
+
+        def with_plain_written():
+            for image_id, image_path, probs in _probabilities(model, meta, table, opts, dev):
+                write_label_png(plain / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
+                yield image_id, image_path, probs
+
+        params = CRFParams.from_config(hp["segment"]["crf"])
+        for image_id, labels in crf_refine_many(with_plain_written(), params, processes=threads):
+            write_label_png(crf_dir / f"{image_id}.png", labels)
+
+
+def eval_segmentation(pred_dir: str, split_csv: str, model_path: str, json_out: str) -> dict:
+    """results/{m}/seg/miou.json: mIoU without CRF, and with it where infer_deeplab wrote CRF predictions."""
+    meta = torch.load(model_path, map_location="cpu", weights_only=True)["meta"]
+    result = {**score_label_dir(Path(pred_dir) / "plain", split_csv),
+              "init": meta["init"], "head": meta["head"], "backbone": meta["backbone"],
+              "iterations": meta["iterations"], "train_split": meta["train_split"],
+              "n_train_images": meta["n_train_images"]}
+    if (Path(pred_dir) / "crf").is_dir():
+        with_crf = score_label_dir(Path(pred_dir) / "crf", split_csv)
+        result["crf"] = {k: with_crf[k] for k in ("miou", "per_class_iou", "pixel_accuracy")}
+    with atomic_path(json_out, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return result
