@@ -45,5 +45,5 @@ def test_save_load_round_trip(tmp_path):
 def test_loading_a_cam_net_file_is_refused(tmp_path):
     cam = build_cam_net("small_cnn", 3, "none", 8)
     save_model(tmp_path / "cam.pt", cam, model_metadata(cam, "small_cnn", ["a", "b", "c"]))
-    with pytest.raises(ValueError, match="not an AffinityNet"):
+    with pytest.raises(ValueError, match="holds no AffinityNet"):
         load_affinity_net(tmp_path / "cam.pt")

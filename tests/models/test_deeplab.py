@@ -101,7 +101,7 @@ def test_loading_a_cam_net_file_is_refused_naming_the_path(tmp_path):
     path = tmp_path / "cam.pt"
     cam = build_cam_net("small_cnn", 3, "none", 8)
     save_model(path, cam, model_metadata(cam, "small_cnn", ["a", "b", "c"]))
-    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*not a DeepLab"):
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*holds no DeepLab"):
         load_deeplab(path)
 
 

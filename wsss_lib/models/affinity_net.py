@@ -15,8 +15,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from wsss_lib.atomic import atomic_path
 from wsss_lib.models.backbones import Backbone, build_backbone
+from wsss_lib.models.checkpoint import read_checkpoint, save_checkpoint
 
 REDUCED_WIDTHS = (64, 128, 256)  # PSA resnet38_aff: f8_3, f8_4, f8_5
 EMBEDDING_WIDTH = 448            # PSA: f9
@@ -79,21 +79,12 @@ def build_affinity_net(backbone: str, pretrained: str = "none", output_stride: i
 
 
 def save_affinity_net(path, model: AffinityNet, meta: dict) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    save_checkpoint(path, model.state_dict(), meta)
 
 
 def load_affinity_net(path) -> tuple[AffinityNet, dict]:
     """Rebuild a saved AffinityNet (its state dict carries every weight; nothing is downloaded)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"affinity model not found: {path}") from None
-    except Exception as err:
-        raise ValueError(f"cannot load affinity model {path}: {err}") from err
-    if not isinstance(blob, dict) or blob.get("meta", {}).get("architecture") != "affinity_net":
-        raise ValueError(f"{path} is not an AffinityNet written by train_affinity")
-    meta = blob["meta"]
+    state_dict, meta = read_checkpoint(path, "AffinityNet written by train_affinity", architecture="affinity_net")
     model = build_affinity_net(meta["backbone"], "none", meta["output_stride"], meta["stride"])
-    model.load_state_dict(blob["state_dict"])
+    model.load_state_dict(state_dict)
     return model, meta

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from wsss_lib.atomic import atomic_path
 from wsss_lib.models.backbones import Backbone, build_backbone
+from wsss_lib.models.checkpoint import read_checkpoint, save_checkpoint
 
 
 class CAMNet(nn.Module):
@@ -72,22 +72,13 @@ def model_metadata(model: CAMNet, backbone: str, class_names: list[str], **extra
 
 
 def save_model(path, model: CAMNet, meta: dict) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    save_checkpoint(path, model.state_dict(), meta)
 
 
 def load_cam_net(path) -> tuple[CAMNet, dict]:
     """Rebuild a saved CAMNet (no pretrained weights needed: the state dict has them all)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"model file not found: {path}") from None
-    except Exception as err:
-        raise ValueError(f"cannot load model {path}: {err}") from err
-    if not isinstance(blob, dict) or "state_dict" not in blob or "meta" not in blob:
-        raise ValueError(f"model file {path} lacks 'state_dict'/'meta'; was it written by train_cam?")
-    meta = blob["meta"]
+    state_dict, meta = read_checkpoint(path, "CAM model")
     model = build_cam_net(meta["backbone"], meta["n_classes"], "none", meta["output_stride"],
                           n_subcategories=meta.get("n_subcategories", 0))
-    model.load_state_dict(blob["state_dict"])
+    model.load_state_dict(state_dict)
     return model, meta

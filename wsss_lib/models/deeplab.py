@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from wsss_lib.atomic import atomic_path
 from wsss_lib.models.backbones import Backbone, build_backbone
+from wsss_lib.models.checkpoint import read_checkpoint, save_checkpoint
 
 HEADS = ("v2", "v3")
 V2_RATES = (6, 12, 18, 24)    # DeepLab-v2 ASPP-L (TPAMI 2017, Sec. 3.2), at output stride 8
@@ -147,8 +147,7 @@ def save_deeplab(path: str | os.PathLike, model: DeepLab, meta: dict) -> None:
                if key in meta and _plain(meta[key]) != value}
     if clashes:
         raise ValueError(f"meta for {path} contradicts the model (given, actual): {clashes}")
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"state_dict": model.state_dict(), "meta": {**meta, **facts}}, tmp)
+    save_checkpoint(path, model.state_dict(), {**meta, **facts})
 
 
 def _plain(value):
@@ -157,23 +156,14 @@ def _plain(value):
 
 def load_deeplab(path: str | os.PathLike) -> tuple[DeepLab, dict]:
     """Rebuild a DeepLab written by :func:`save_deeplab` (pretrained "none": the file holds every weight)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"DeepLab model not found: {path}") from None
-    except Exception as err:  # torch raises several types for corrupt or pickled files
-        raise ValueError(f"cannot load DeepLab model {path}: {err}") from err
-    meta = blob.get("meta") if isinstance(blob, dict) else None
-    if not isinstance(meta, dict) or meta.get("architecture") != ARCHITECTURE or "state_dict" not in blob:
-        found = meta.get("architecture") if isinstance(meta, dict) else None
-        raise ValueError(f"{path} is not a DeepLab model written by save_deeplab (architecture: {found!r})")
+    state_dict, meta = read_checkpoint(path, "DeepLab model written by save_deeplab", architecture=ARCHITECTURE)
     missing = [key for key in ("backbone", "n_classes", "output_stride", "head", "rates") if key not in meta]
     if missing:
         raise ValueError(f"DeepLab model {path} lacks meta keys {missing}")
     model = build_deeplab(meta["backbone"], meta["n_classes"], "none", meta["output_stride"], meta["head"],
                           rates=meta["rates"])
     try:
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as err:
         raise ValueError(f"weights in {path} do not fit the DeepLab its meta describes: {err}") from err
     return model, meta

@@ -19,6 +19,7 @@ from wsss_lib.data.label_png import write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform, normalise
 from wsss_lib.data.voc import class_columns, read_image, read_split_table
 from wsss_lib.evaluation import score_label_dir
+from wsss_lib.models.checkpoint import read_checkpoint
 from wsss_lib.models.deeplab import build_deeplab, load_deeplab, save_deeplab
 from wsss_lib.segmentation import PseudoLabelReader, crf_refine_many, predict_probabilities, segmentation_batch_loss
 from wsss_lib.training import TrainSettings, resolve_device, train_classifier
@@ -128,7 +129,7 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
 
 def eval_segmentation(pred_dir: str, split_csv: str, model_path: str, json_out: str) -> dict:
     """results/{m}/seg/miou.json: mIoU without CRF, and with it where infer_deeplab wrote CRF predictions."""
-    meta = torch.load(model_path, map_location="cpu", weights_only=True)["meta"]
+    _, meta = read_checkpoint(model_path, "DeepLab model", architecture="deeplab")
     result = {**score_label_dir(Path(pred_dir) / "plain", split_csv),
               "init": meta["init"], "head": meta["head"], "backbone": meta["backbone"],
               "iterations": meta["iterations"], "train_split": meta["train_split"],
