@@ -57,3 +57,16 @@ def test_summary_rows_and_markdown(tmp_path):
     assert lines[3] == "| sce | 52.0 (train) | 63.0 (train) | 60.0 (val) | - |"
     with pytest.raises(ValueError, match="2 methods but 1"):
         summary_table(["baseline", "sce"], paths[:1])
+
+
+def test_cam_summary_rows_and_a_file_missing_keys(tmp_path):
+    from wsss_lib.report import cam_summary
+
+    good = stage_file(tmp_path, "a", miou=0.5, threshold=0.15, best_miou=0.6, best_threshold=0.3, split="train",
+                      n_images=4)
+    table = cam_summary(["a"], [good])
+    assert table.to_dict("records") == [{"method": "a", "cam_miou": 0.5, "threshold": 0.15, "best_miou": 0.6,
+                                         "best_threshold": 0.3, "split": "train", "n_images": 4}]
+    bad = stage_file(tmp_path, "b", miou=0.5, split="train", n_images=4)
+    with pytest.raises(ValueError, match=r"b\.json lacks \['threshold', 'best_miou', 'best_threshold'\]"):
+        cam_summary(["a", "b"], [good, bad])

@@ -22,20 +22,32 @@ def read_result(path: str | os.PathLike) -> dict:
         raise ValueError(f"result file {path} is not valid JSON: {err}") from err
 
 
-def cam_summary(methods: Sequence[str], result_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """One row per method: CAM mIoU at the configured threshold, and the best threshold of the sweep."""
+def read_checked_result(path: str | os.PathLike, required: Sequence[str]) -> dict:
+    """A result file that must hold every key of ``required``; the error names the file and the keys."""
+    result = read_result(path)
+    missing = [k for k in required if k not in result]
+    if missing:
+        raise ValueError(f"result file {path} lacks {missing}")
+    return result
+
+
+def method_results(methods: Sequence[str], result_paths: Sequence[str | os.PathLike],
+                   required: Sequence[str]) -> list[tuple[str, dict]]:
+    """(method, checked result) pairs, one result file per method."""
     if len(methods) != len(result_paths):
         raise ValueError(f"{len(methods)} methods but {len(result_paths)} result files")
-    rows = []
-    for method, path in zip(methods, result_paths):
-        result = read_result(path)
-        missing = [k for k in ("miou", "threshold", "best_miou", "best_threshold", "split", "n_images") if k not in result]
-        if missing:
-            raise ValueError(f"result file {path} lacks {missing}")
-        rows.append({"method": method, "cam_miou": result["miou"], "threshold": result["threshold"],
-                     "best_miou": result["best_miou"], "best_threshold": result["best_threshold"],
-                     "split": result["split"], "n_images": result["n_images"]})
-    return pd.DataFrame(rows)
+    return [(method, read_checked_result(path, required)) for method, path in zip(methods, result_paths)]
+
+
+def cam_summary(methods: Sequence[str], result_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """One row per method: CAM mIoU at the configured threshold, and the best threshold of the sweep."""
+    required = ("miou", "threshold", "best_miou", "best_threshold", "split", "n_images")
+    return pd.DataFrame([
+        {"method": method, "cam_miou": result["miou"], "threshold": result["threshold"],
+         "best_miou": result["best_miou"], "best_threshold": result["best_threshold"],
+         "split": result["split"], "n_images": result["n_images"]}
+        for method, result in method_results(methods, result_paths, required)
+    ])
 
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -49,11 +61,8 @@ STAGES = ("cam", "pseudo_label", "segmentation")
 def method_result(method: str, cam_path: str | os.PathLike, pseudo_path: str | os.PathLike,
                   seg_path: str | os.PathLike) -> dict:
     """results/{m}/miou.json: the three stages' mIoU, each with its split, threshold and image count."""
-    cam, pseudo, seg = read_result(cam_path), read_result(pseudo_path), read_result(seg_path)
-    for path, result in ((cam_path, cam), (pseudo_path, pseudo), (seg_path, seg)):
-        missing = [k for k in ("miou", "per_class_iou", "split", "n_images") if k not in result]
-        if missing:
-            raise ValueError(f"result file {path} lacks {missing}")
+    required = ("miou", "per_class_iou", "split", "n_images")
+    cam, pseudo, seg = (read_checked_result(path, required) for path in (cam_path, pseudo_path, seg_path))
     segmentation = {"miou": seg["miou"], "split": seg["split"], "n_images": seg["n_images"], "threshold": None,
                     "per_class_iou": seg["per_class_iou"], "init": seg.get("init"),
                     "train_split": seg.get("train_split")}
@@ -79,14 +88,8 @@ def write_json(result: dict, path: str | os.PathLike) -> None:
 
 def summary_table(methods: Sequence[str], result_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """One row per method, one mIoU column per stage (plus the CRF-refined segmentation where run)."""
-    if len(methods) != len(result_paths):
-        raise ValueError(f"{len(methods)} methods but {len(result_paths)} result files")
     rows = []
-    for method, path in zip(methods, result_paths):
-        result = read_result(path)
-        missing = [s for s in STAGES if s not in result]
-        if missing:
-            raise ValueError(f"result file {path} lacks stages {missing}")
+    for method, result in method_results(methods, result_paths, STAGES):
         cam, pseudo, seg = (result[s] for s in STAGES)
         rows.append({"method": method, "cam_miou": cam["miou"], "cam_split": cam["split"],
                      "pseudo_label_miou": pseudo["miou"], "pseudo_label_split": pseudo["split"],

@@ -14,17 +14,14 @@ from wsss_lib.data.transforms import normalise
 from wsss_lib.data.voc import class_columns, read_image
 
 
-class ClassificationDataset(Dataset):
-    """(augmented image, multi-hot label) pairs for classifier training.
+class AugmentedImageDataset(Dataset):
+    """Training images with per-item augmentation seeded from (seed, epoch, index), so augmentation is
+    reproducible and independent of worker count; the training loop sets ``epoch``."""
 
-    Each item uses its own torch.Generator seeded from (seed, epoch, index), so augmentation is
-    reproducible and independent of worker count.
-    """
-
-    def __init__(self, table: pd.DataFrame, transform: Callable, seed: int = 0):
-        self.ids = table["id"].tolist()
-        self.images = table["image"].tolist()
-        self.labels = torch.tensor(table[class_columns(table)].to_numpy(dtype=np.float32))
+    def __init__(self, ids: Sequence[str], image_paths: Sequence[str], transform: Callable, seed: int = 0):
+        if len(ids) != len(image_paths):
+            raise ValueError(f"{len(ids)} ids but {len(image_paths)} image paths")
+        self.ids, self.images = list(ids), list(image_paths)
         self.transform = transform
         self.seed = seed
         self.epoch = 0
@@ -32,9 +29,20 @@ class ClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int):
+    def image_and_generator(self, index: int) -> tuple[Image.Image, torch.Generator]:
         generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % (2**63))
-        image = Image.fromarray(read_image(self.images[index]))
+        return Image.fromarray(read_image(self.images[index])), generator
+
+
+class ClassificationDataset(AugmentedImageDataset):
+    """(augmented image, multi-hot label) pairs for classifier training."""
+
+    def __init__(self, table: pd.DataFrame, transform: Callable, seed: int = 0):
+        super().__init__(table["id"].tolist(), table["image"].tolist(), transform, seed)
+        self.labels = torch.tensor(table[class_columns(table)].to_numpy(dtype=np.float32))
+
+    def __getitem__(self, index: int):
+        image, generator = self.image_and_generator(index)
         return self.transform(image, generator), self.labels[index]
 
 
@@ -65,30 +73,20 @@ class InferenceDataset(Dataset):
         return batches_by_size(self.images, max_batch)
 
 
-class SegmentationTrainDataset(Dataset):
+class SegmentationTrainDataset(AugmentedImageDataset):
     """(augmented image, label map) pairs: AffinityNet's CRF labels, or DeepLab's pseudo-labels.
 
     ``read_labels(image_id)`` returns the (H, W) uint8 map; it must be picklable for loader workers
-    (see wsss_lib.store.StoreArrays). Augmentation is seeded per (seed, epoch, index) as in
-    ClassificationDataset.
+    (see wsss_lib.store.StoreArrays and wsss_lib.segmentation.PseudoLabelReader).
     """
 
     def __init__(self, ids: Sequence[str], image_paths: Sequence[str], read_labels: Callable[[str], np.ndarray],
                  transform: Callable, seed: int = 0):
-        if len(ids) != len(image_paths):
-            raise ValueError(f"{len(ids)} ids but {len(image_paths)} image paths")
-        self.ids, self.images = list(ids), list(image_paths)
+        super().__init__(ids, image_paths, transform, seed)
         self.read_labels = read_labels
-        self.transform = transform
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def __getitem__(self, index: int):
-        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % (2**63))
-        image = Image.fromarray(read_image(self.images[index]))
+        image, generator = self.image_and_generator(index)
         labels = self.read_labels(self.ids[index])
         if labels.shape != (image.height, image.width):
             raise ValueError(f"labels of {self.ids[index]} are {labels.shape}, its image {self.images[index]} "
