@@ -120,14 +120,19 @@ def split_csv(split):
     return f"{R}/splits/{split}.csv"
 
 
-def weights_input(wildcards):
+def backbone_weights(backbone, pretrained):
     """The fetched ImageNet weights of a ResNet backbone, or a user-given state dict; nothing otherwise."""
-    hp = hparams(wildcards.method)
-    if hp["pretrained"] == "imagenet" and hp["backbone"].startswith("resnet"):
-        return f"data/weights/{hp['backbone']}.pth"
-    if hp["pretrained"] not in ("none", "imagenet"):
-        return hp["pretrained"]
+    if pretrained == "imagenet" and backbone.startswith("resnet"):
+        return f"data/weights/{backbone}.pth"
+    if pretrained not in ("none", "imagenet"):
+        return pretrained
     return []
+
+
+def weights_input(wildcards):
+    """The CAM classifier's backbone weights."""
+    hp = hparams(wildcards.method)
+    return backbone_weights(hp["backbone"], hp["pretrained"])
 
 
 def cam_train_csv(wildcards):
@@ -180,11 +185,8 @@ def segment_training_params(method):
 def segment_weights(wildcards):
     """DeepLab's backbone start: fetched ImageNet weights of a ResNet, a user-given state dict, or nothing."""
     seg = hparams(wildcards.method)["segment"]
-    if seg["pretrained"] == "imagenet" and seg["backbone"].startswith("resnet"):
-        return {"weights": f"data/weights/{seg['backbone']}.pth"}
-    if seg["pretrained"] not in ("none", "imagenet"):
-        return {"weights": seg["pretrained"]}
-    return {}
+    weights = backbone_weights(seg["backbone"], seg["pretrained"])
+    return {"weights": weights} if weights else {}
 
 
 def segment_eval_csv(wildcards):

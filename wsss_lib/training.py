@@ -8,11 +8,12 @@ as in PSA / IRN), AMP on CUDA, per-epoch logging with validation mAP, and resuma
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -38,6 +39,13 @@ class TrainSettings:
     num_workers: int = 0
     seed: int = 0
     max_steps: int | None = None  # stop after this many updates (DeepLab counts iterations, not epochs)
+
+    @classmethod
+    def from_config(cls, opts: Mapping[str, Any], **overrides) -> "TrainSettings":
+        """Settings from a config block (train_cam, refine.affinity, segment, teacher): the keys named like
+        fields are taken, other keys (augmentation, splits) are ignored; ``overrides`` win."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in opts.items() if k in names}, **overrides})
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer updates in the whole run: the poly decay reaches zero at this step."""

@@ -12,22 +12,17 @@ from wsss_lib.models.deeplab import ASPPv2, build_deeplab, load_deeplab, save_de
 
 
 @pytest.mark.parametrize("head", ["v2", "v3"])
-def test_small_cnn_logits_are_at_stride_8(head):
+@pytest.mark.parametrize("backbone,n_classes,stride,input_shape,expected", [
+    ("small_cnn", 5, 8, (2, 3, 64, 48), (2, 5, 8, 6)),  # 64 / 8, 48 / 8
+    ("resnet18", 3, 16, (1, 3, 70, 45), (1, 3, math.ceil(70 / 16), math.ceil(45 / 16))),  # (1, 3, 5, 3)
+])
+def test_logits_are_at_the_backbone_stride(head, backbone, n_classes, stride, input_shape, expected):
     torch.manual_seed(0)
-    net = build_deeplab("small_cnn", 5, "none", 8, head).eval()
+    net = build_deeplab(backbone, n_classes, "none", stride, head).eval()
     with torch.no_grad():
-        out = net(torch.randn(2, 3, 64, 48))
-    assert net.output_stride == 8
-    assert out.shape == (2, 5, 8, 6)  # 64 / 8, 48 / 8
-
-
-@pytest.mark.parametrize("head", ["v2", "v3"])
-def test_resnet18_logits_are_at_stride_16(head):
-    torch.manual_seed(0)
-    net = build_deeplab("resnet18", 3, "none", 16, head).eval()
-    with torch.no_grad():
-        out = net(torch.randn(1, 3, 70, 45))
-    assert out.shape == (1, 3, math.ceil(70 / 16), math.ceil(45 / 16)) == (1, 3, 5, 3)
+        out = net(torch.randn(*input_shape))
+    assert net.output_stride == stride
+    assert out.shape == expected
 
 
 def test_v3_rates_follow_the_output_stride():

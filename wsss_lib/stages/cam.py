@@ -27,15 +27,6 @@ from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.training import TrainSettings, resolve_device, train_classifier
 
 
-def train_settings(opts: Mapping[str, Any]) -> TrainSettings:
-    """The shared loop's settings from a method's ``train_cam`` block."""
-    return TrainSettings(
-        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
-        momentum=opts["momentum"], poly_power=opts["poly_power"], new_layer_lr_mult=opts["new_layer_lr_mult"],
-        freeze_bn=opts["freeze_bn"], num_workers=opts["num_workers"], seed=opts["seed"],
-    )
-
-
 def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTransform:
     return ClassificationTrainTransform(
         crop=opts["crop"], resize_long_range=tuple(opts["resize_long"]), hflip=opts["hflip"],
@@ -60,7 +51,7 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
     rows = train_classifier(
         model, ClassificationDataset(train_table, train_transform(opts, backbone.input_mean, backbone.input_std),
                                      seed=opts["seed"]),
-        InferenceDataset(val_table, backbone.input_mean, backbone.input_std), train_settings(opts),
+        InferenceDataset(val_table, backbone.input_mean, backbone.input_std), TrainSettings.from_config(opts),
         build_batch_loss(objective_from_config(opts)), resolve_device(device), log_out, resume_path,
     )
     meta = model_metadata(model, hp["backbone"], class_names, method=method, config_hash=config_hash(dict(hp)),
@@ -70,8 +61,8 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
     return rows
 
 
-def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, hp: Mapping[str, Any], *, device: str = "auto",
-              threads: int = 1, method: str = "") -> None:
+def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, hp: Mapping[str, Any], *,
+              device: str = "auto", threads: int = 1, method: str = "") -> None:
     """Multi-scale + flip CAMs for every image of the split(s), for the classes in its image-level labels."""
     torch.set_num_threads(max(1, threads))
     opts = hp["make_cams"]

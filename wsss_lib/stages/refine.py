@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from wsss_lib.affinity import affinity_loss, neighbour_offsets, pair_affinities, pair_labels
-from wsss_lib.atomic import atomic_dir, atomic_path
+from wsss_lib.atomic import atomic_dir
 from wsss_lib.config import config_hash
 from wsss_lib.crf import IGNORE, CRFParams, CRFTask, confident_labels_many
 from wsss_lib.data.datasets import SegmentationTrainDataset
@@ -23,6 +23,7 @@ from wsss_lib.evaluation import score_label_dir
 from wsss_lib.models.affinity_net import build_affinity_net, load_affinity_net, save_affinity_net
 from wsss_lib.models.cam_net import load_cam_net
 from wsss_lib.random_walk import random_walk_labels
+from wsss_lib.report import write_json
 from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
 from wsss_lib.training import TrainSettings, resolve_device, train_classifier
 
@@ -86,14 +87,6 @@ def crf_labels(cams_store: str, split_csv: str, store_out: str, hp: Mapping[str,
     return stats
 
 
-def affinity_settings(opts: Mapping[str, Any]) -> TrainSettings:
-    return TrainSettings(
-        epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], weight_decay=opts["weight_decay"],
-        momentum=opts["momentum"], poly_power=opts["poly_power"], new_layer_lr_mult=opts["new_layer_lr_mult"],
-        freeze_bn=opts["freeze_bn"], num_workers=opts["num_workers"], seed=opts["seed"],
-    )
-
-
 def affinity_batch_loss(radius: int):
     """The shared loop's BatchLoss for AffinityNet: PSA's balanced loss over the pairs within ``radius``."""
     offsets = neighbour_offsets(radius)
@@ -138,7 +131,7 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
     )
     dataset = SegmentationTrainDataset(table["id"], table["image"], StoreArrays(labels_store, "labels"), transform,
                                        seed=opts["seed"])
-    rows = train_classifier(model, dataset, None, affinity_settings(opts), affinity_batch_loss(opts["radius"]),
+    rows = train_classifier(model, dataset, None, TrainSettings.from_config(opts), affinity_batch_loss(opts["radius"]),
                             resolve_device(device), log_out, resume_path)
     meta = {"architecture": "affinity_net", "backbone": hp["backbone"], "output_stride": int(backbone.output_stride),
             "stride": opts["stride"], "radius": opts["radius"], "class_names": class_names, "method": method,
@@ -150,8 +143,8 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
 
 
 @torch.no_grad()
-def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence[str], out_dir: str, hp: Mapping[str, Any], *,
-                device: str = "auto", threads: int = 1) -> None:
+def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence[str], out_dir: str,
+                hp: Mapping[str, Any], *, device: str = "auto", threads: int = 1) -> None:
     """Pseudo-label PNGs ``out_dir/{id}.png``: each image's CAMs (with a (1 - max)^alpha background)
     propagated by the random walk over AffinityNet's affinities, then argmax (PSA Sec. 3.5)."""
     torch.set_num_threads(max(1, threads))
@@ -180,6 +173,5 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
 def eval_pseudo_labels(pseudo_dir: str, split_csv: str, json_out: str) -> dict:
     """mIoU of the pseudo-labels against the split's masks (images without a mask are skipped)."""
     result = score_label_dir(pseudo_dir, split_csv)
-    with atomic_path(json_out, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(result, json_out)
     return result

@@ -3,7 +3,6 @@ predictions (multi-scale + flip, optional dense CRF) and their mIoU, as in SC-CA
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -11,7 +10,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
-from wsss_lib.atomic import atomic_dir, atomic_path
+from wsss_lib.atomic import atomic_dir
 from wsss_lib.config import config_hash
 from wsss_lib.crf import CRFParams
 from wsss_lib.data.datasets import SegmentationTrainDataset
@@ -21,23 +20,17 @@ from wsss_lib.data.voc import class_columns, read_image, read_split_table
 from wsss_lib.evaluation import score_label_dir
 from wsss_lib.models.checkpoint import read_checkpoint
 from wsss_lib.models.deeplab import build_deeplab, load_deeplab, save_deeplab
+from wsss_lib.report import write_json
 from wsss_lib.segmentation import PseudoLabelReader, crf_refine_many, predict_probabilities, segmentation_batch_loss
 from wsss_lib.training import TrainSettings, resolve_device, train_classifier
-
-PREDICTION_KINDS = ("plain", "crf")
-
 
 def segment_settings(opts: Mapping[str, Any], n_images: int) -> TrainSettings:
     """The shared loop's settings for ``iterations`` updates (DeepLab counts iterations, not epochs)."""
     steps_per_epoch = n_images // opts["batch_size"]
     if steps_per_epoch == 0:
         raise ValueError(f"segment.batch_size {opts['batch_size']} is larger than the {n_images} training images")
-    return TrainSettings(
-        epochs=math.ceil(opts["iterations"] / steps_per_epoch), batch_size=opts["batch_size"], lr=opts["lr"],
-        weight_decay=opts["weight_decay"], momentum=opts["momentum"], poly_power=opts["poly_power"],
-        new_layer_lr_mult=opts["new_layer_lr_mult"], freeze_bn=opts["freeze_bn"], num_workers=opts["num_workers"],
-        seed=opts["seed"], max_steps=opts["iterations"],
-    )
+    return TrainSettings.from_config(opts, epochs=math.ceil(opts["iterations"] / steps_per_epoch),
+                                     max_steps=opts["iterations"])
 
 
 def init_description(pretrained: str) -> str:
@@ -110,18 +103,18 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
     with atomic_dir(out_dir) as tmp:
         plain = Path(tmp) / "plain"
         plain.mkdir()
-        if not opts["crf"]:
-            for image_id, _, probs in _probabilities(model, meta, table, opts, dev):
-                write_label_png(plain / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
-            return
-        crf_dir = Path(tmp) / "crf"
-        crf_dir.mkdir()
 
         def with_plain_written():
             for image_id, image_path, probs in _probabilities(model, meta, table, opts, dev):
                 write_label_png(plain / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
                 yield image_id, image_path, probs
 
+        if not opts["crf"]:
+            for _ in with_plain_written():
+                pass
+            return
+        crf_dir = Path(tmp) / "crf"
+        crf_dir.mkdir()
         params = CRFParams.from_config(hp["segment"]["crf"])
         for image_id, labels in crf_refine_many(with_plain_written(), params, processes=threads):
             write_label_png(crf_dir / f"{image_id}.png", labels)
@@ -137,6 +130,5 @@ def eval_segmentation(pred_dir: str, split_csv: str, model_path: str, json_out: 
     if (Path(pred_dir) / "crf").is_dir():
         with_crf = score_label_dir(Path(pred_dir) / "crf", split_csv)
         result["crf"] = {k: with_crf[k] for k in ("miou", "per_class_iou", "pixel_accuracy")}
-    with atomic_path(json_out, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(result, json_out)
     return result

@@ -28,9 +28,9 @@ from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata,
 from wsss_lib.models.vit import build_vit, load_vit, save_vit
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.report import write_csv
-from wsss_lib.stages.cam import train_settings, train_transform
+from wsss_lib.stages.cam import train_transform
 from wsss_lib.store import StoreReader, open_store_writer
-from wsss_lib.training import resolve_device, train_classifier
+from wsss_lib.training import TrainSettings, resolve_device, train_classifier
 
 
 def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, teacher: Mapping[str, Any], *,
@@ -51,7 +51,7 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
     rows = train_classifier(
         model, ClassificationDataset(train_table, train_transform(opts, model.input_mean, model.input_std),
                                      seed=teacher["seed"]),
-        val_set, train_settings(opts), vit_loss, resolve_device(device), log_out, resume_path,
+        val_set, TrainSettings.from_config(opts), vit_loss, resolve_device(device), log_out, resume_path,
     )
     meta = {"architecture": "vit", "preset": teacher["preset"], "n_classes": len(class_names),
             "image_size": teacher["image_size"], "class_names": class_names, "method": method,
@@ -153,7 +153,7 @@ def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_
     mean, std = init_meta["input_mean"], init_meta["input_std"]
     rows = train_classifier(
         model, ClassificationDataset(merged, train_transform(opts, mean, std), seed=opts["seed"] + round_index),
-        InferenceDataset(read_split_table(val_csv, class_names), mean, std), train_settings(opts),
+        InferenceDataset(read_split_table(val_csv, class_names), mean, std), TrainSettings.from_config(opts),
         build_batch_loss(objective_from_config(opts, hp["subcategory"]["weight"])), resolve_device(device),
         log_out, resume_path,
     )
