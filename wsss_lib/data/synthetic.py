@@ -52,9 +52,10 @@ import numpy as np
 from PIL import Image
 
 from wsss_lib.atomic import atomic_dir
+from wsss_lib.classes import SYNTHETIC_CLASSES
 from wsss_lib.data.label_png import write_label_png
 
-MAX_CLASSES = 20
+MAX_CLASSES = len(SYNTHETIC_CLASSES)
 MAX_OBJECTS = 8
 MIN_IMAGE_SIZE = 32
 JPEG_QUALITY = 95
@@ -165,29 +166,10 @@ def _bowtie(u, v):
     return (np.abs(v) <= np.abs(u)) & (np.abs(u) <= 0.95)
 
 
-_MARK_SHAPES: tuple[tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray]], ...] = (
-    ("disc", _disc),
-    ("cross", _cross),
-    ("triangle", _triangle),
-    ("square", _square),
-    ("ring", _ring),
-    ("star", _star),
-    ("diamond", _diamond),
-    ("hbar", _hbar),
-    ("vbar", _vbar),
-    ("saltire", _saltire),
-    ("crescent", _crescent),
-    ("frame", _frame),
-    ("hourglass", _hourglass),
-    ("tee", _tee),
-    ("ell", _ell),
-    ("chevron", _chevron),
-    ("halfdisc", _halfdisc),
-    ("twodots", _twodots),
-    ("stripes", _stripes),
-    ("bowtie", _bowtie),
-)
-assert len(_MARK_SHAPES) == MAX_CLASSES
+_MARK_SHAPES: tuple[tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray]], ...] = tuple(zip(SYNTHETIC_CLASSES, (
+    _disc, _cross, _triangle, _square, _ring, _star, _diamond, _hbar, _vbar, _saltire,
+    _crescent, _frame, _hourglass, _tee, _ell, _chevron, _halfdisc, _twodots, _stripes, _bowtie,
+), strict=True))
 
 
 def _mark_shape(class_index: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -17,13 +17,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from wsss_lib.classes import VOC_CLASSES  # noqa: F401 (re-exported: the VOC reader's class order)
 from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)
 MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")
 BASE_COLUMNS = ("id", "image", "mask")
 

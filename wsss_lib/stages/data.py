@@ -13,18 +13,8 @@ import torch
 from wsss_lib.atomic import atomic_path
 from wsss_lib.data.download import safe_extract_tar
 from wsss_lib.data.sbd import build_segmentation_class_aug, read_id_list, train_aug_ids
-from wsss_lib.data.voc import VOC_CLASSES, build_split_table
+from wsss_lib.data.voc import build_split_table
 from wsss_lib.models.backbones import RESNET_WEIGHTS
-
-
-def dataset_class_names(dataset: str, n_synthetic_classes: int | None = None) -> list[str]:
-    if dataset == "voc12":
-        return list(VOC_CLASSES)
-    if dataset == "synthetic":
-        from wsss_lib.data.synthetic import class_names
-
-        return class_names(int(n_synthetic_classes))
-    raise ValueError(f"unknown dataset {dataset!r}; choose synthetic or voc12")
 
 
 def prepare_voc12(voc_tar: str, sbd_tgz: str, out_root: str) -> None:
