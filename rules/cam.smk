@@ -1,6 +1,11 @@
 # CAM: train the classifier, write multi-scale CAMs, evaluate them against the masks.
 
 
+# Seconds of work each: on a cluster they run on the submit host instead of waiting in the queue as jobs.
+localrules:
+    eval_cams,
+
+
 rule train_cam:
     input:
         train=cam_train_csv,
@@ -10,6 +15,7 @@ rule train_cam:
         model=f"{R}/{{method}}/cam/model.pt",
         log_csv=f"{R}/{{method}}/cam/train_log.csv",
     params:
+        code=script_code("train_cam.py"),
         hp=lambda wc: cam_training_params(wc.method),
         resume=lambda wc: f"{R}/{wc.method}/cam/.resume/train_cam.pt",
     conda:
@@ -34,6 +40,7 @@ rule make_cams:
     output:
         f"{R}/{{method}}/cam/cams.h5",
     params:
+        code=script_code("make_cams.py"),
         hp=lambda wc: {"make_cams": hparams(wc.method)["make_cams"]},
     conda:
         "../envs/wsss.yaml"
@@ -57,6 +64,7 @@ rule eval_cams:
     output:
         f"{R}/{{method}}/cam/miou.json",
     params:
+        code=script_code("eval_cams.py"),
         hp=lambda wc: {"eval_cams": hparams(wc.method)["eval_cams"]},
     conda:
         "../envs/wsss.yaml"

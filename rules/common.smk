@@ -1,12 +1,23 @@
 # Config validation, shared paths and input functions.
+# Planning imports only light modules (config merge, class names, code hashes): `snakemake -n` on a
+# login node needs no torch.
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
+# Plan with, and run jobs on, this checkout's wsss_lib, whatever environment runs them (a venv shared by
+# several clones, the conda env of envs/wsss.yaml, which does not install the library): each rule's code
+# hash (script_code) is taken over these files, so they must be the files that run.
+sys.path.insert(0, workflow.basedir)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
+
+from wsss_lib.classes import dataset_class_names
 from wsss_lib.config import method_config
-from wsss_lib.stages.data import dataset_class_names
+from wsss_lib.provenance import code_digest
 
 validate(config, "../config/schema.yaml")
 
@@ -23,6 +34,12 @@ wildcard_constraints:
     method="|".join(METHODS),
     split="|".join(SPLITS),
     round=r"[1-9][0-9]*",
+
+
+def script_code(script):
+    """Content hash of a workflow script and the wsss_lib modules it imports, transitively: as a param it
+    makes Snakemake rerun the rule (and its dependants) after an edit of that code (wsss_lib/provenance.py)."""
+    return code_digest(f"{workflow.basedir}/workflow/scripts/{script}", workflow.basedir)
 
 
 def gpu_count():

@@ -1,16 +1,21 @@
 # Data: materialise the dataset in VOC layout, write split tables, fetch backbone weights.
+# The downloads carry no code hash: their bytes are fixed by checksums, and an edit of the download
+# code must not fetch gigabytes again.
 
 
+# Downloads need the internet (login nodes have it, compute nodes often not); prepare_splits is seconds of work.
 localrules:
     download_voc,
     download_sbd,
     fetch_weights,
+    prepare_splits,
 
 
 rule make_synthetic:
     output:
         directory(config["synthetic"]["root"]),
     params:
+        code=script_code("make_synthetic.py"),
         spec={k: v for k, v in config["synthetic"].items() if k not in ("root", "hparams")},
     conda:
         "../envs/wsss.yaml"
@@ -72,6 +77,8 @@ rule prepare_voc12:
         sbd=rules.download_sbd.output[0],
     output:
         directory("data/voc12/VOC2012"),
+    params:
+        code=script_code("prepare_voc12.py"),
     conda:
         "../envs/wsss.yaml"
     log:
@@ -92,6 +99,7 @@ rule prepare_splits:
     output:
         f"{R}/splits/{{split}}.csv",
     params:
+        code=script_code("prepare_splits.py"),
         root=voc_root(),
         class_names=class_names(),
     conda:

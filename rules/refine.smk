@@ -1,6 +1,11 @@
 # Refinement (PSA): confident CRF labels -> AffinityNet -> random walk -> pseudo-labels, for any method.
 
 
+# Seconds of work each: on a cluster they run on the submit host instead of waiting in the queue as jobs.
+localrules:
+    eval_pseudo_labels,
+
+
 rule crf_labels:
     input:
         cams=rules.make_cams.output[0],
@@ -8,6 +13,7 @@ rule crf_labels:
     output:
         f"{R}/{{method}}/refine/affinity_labels.h5",
     params:
+        code=script_code("crf_labels.py"),
         hp=lambda wc: {"refine": {"crf": hparams(wc.method)["refine"]["crf"]}},
     conda:
         "../envs/wsss.yaml"
@@ -32,6 +38,7 @@ rule train_affinity:
         model=f"{R}/{{method}}/refine/affinity.pt",
         log_csv=f"{R}/{{method}}/refine/affinity_log.csv",
     params:
+        code=script_code("train_affinity.py"),
         hp=lambda wc: affinity_training_params(wc.method),
         resume=lambda wc: f"{R}/{wc.method}/refine/.resume/train_affinity.pt",
     conda:
@@ -57,6 +64,7 @@ rule random_walk:
     output:
         directory(f"{R}/{{method}}/refine/pseudo"),
     params:
+        code=script_code("random_walk.py"),
         hp=lambda wc: {"refine": {"random_walk": hparams(wc.method)["refine"]["random_walk"]}},
     conda:
         "../envs/wsss.yaml"
@@ -79,6 +87,8 @@ rule eval_pseudo_labels:
         split=cam_split_csv,
     output:
         f"{R}/{{method}}/refine/miou.json",
+    params:
+        code=script_code("eval_pseudo_labels.py"),
     conda:
         "../envs/wsss.yaml"
     log:

@@ -1,12 +1,19 @@
 # Reports: tables across methods.
 
 
+# Seconds of work each: on a cluster they run on the submit host instead of waiting in the queue as jobs.
+localrules:
+    cam_summary,
+    summary,
+
+
 rule cam_summary:
     input:
         expand(f"{R}/{{method}}/cam/miou.json", method=METHODS),
     output:
         f"{R}/cam_summary.csv",
     params:
+        code=script_code("cam_summary.py"),
         methods=METHODS,
     conda:
         "../envs/wsss.yaml"
@@ -29,6 +36,7 @@ rule summary:
         csv=f"{R}/summary.csv",
         md=f"{R}/summary.md",
     params:
+        code=script_code("summary.py"),
         methods=METHODS,
     conda:
         "../envs/wsss.yaml"

@@ -2,6 +2,12 @@
 # result gathering the three stages.
 
 
+# Seconds of work each: on a cluster they run on the submit host instead of waiting in the queue as jobs.
+localrules:
+    eval_segmentation,
+    method_miou,
+
+
 rule train_deeplab:
     input:
         unpack(segment_weights),
@@ -11,6 +17,7 @@ rule train_deeplab:
         model=f"{R}/{{method}}/seg/model.pt",
         log_csv=f"{R}/{{method}}/seg/train_log.csv",
     params:
+        code=script_code("train_deeplab.py"),
         hp=lambda wc: segment_training_params(wc.method),
         resume=lambda wc: f"{R}/{wc.method}/seg/.resume/train_deeplab.pt",
     conda:
@@ -35,6 +42,7 @@ rule infer_deeplab:
     output:
         directory(f"{R}/{{method}}/seg/pred"),
     params:
+        code=script_code("infer_deeplab.py"),
         hp=lambda wc: segment_params(wc.method, "infer", "crf"),
     conda:
         "../envs/wsss.yaml"
@@ -58,6 +66,8 @@ rule eval_segmentation:
         model=rules.train_deeplab.output.model,
     output:
         f"{R}/{{method}}/seg/miou.json",
+    params:
+        code=script_code("eval_segmentation.py"),
     conda:
         "../envs/wsss.yaml"
     log:
@@ -79,6 +89,8 @@ rule method_miou:
         seg=rules.eval_segmentation.output[0],
     output:
         f"{R}/{{method}}/miou.json",
+    params:
+        code=script_code("method_miou.py"),
     conda:
         "../envs/wsss.yaml"
     log:

@@ -10,6 +10,7 @@ rule train_teacher:
         model=f"{R}/{{method}}/teacher/model.pt",
         log_csv=f"{R}/{{method}}/teacher/train_log.csv",
     params:
+        code=script_code("train_teacher.py"),
         teacher=lambda wc: hparams(wc.method)["teacher"],
         resume=lambda wc: f"{R}/{wc.method}/teacher/.resume/train_teacher.pt",
     conda:
@@ -34,6 +35,7 @@ rule extract_features:
     output:
         f"{R}/{{method}}/round{{round}}/features.h5",
     params:
+        code=script_code("extract_features.py"),
         kind=lambda wc: hparams(wc.method)["subcategory"]["features"],
         batch_size=lambda wc: hparams(wc.method)["subcategory"]["feature_batch_size"],
     conda:
@@ -59,6 +61,7 @@ checkpoint cluster_features:
         csv=f"{R}/{{method}}/round{{round}}/clusters.csv",
         json=f"{R}/{{method}}/round{{round}}/clusters.json",
     params:
+        code=script_code("cluster_features.py"),
         clustering=lambda wc: hparams(wc.method)["subcategory"]["clustering"],
     conda:
         "../envs/wsss.yaml"
@@ -85,6 +88,7 @@ rule train_subcategory:
         model=f"{R}/{{method}}/round{{round}}/model.pt",
         log_csv=f"{R}/{{method}}/round{{round}}/train_log.csv",
     params:
+        code=script_code("train_subcategory.py"),
         hp=lambda wc: {**cam_training_params(wc.method), "subcategory": per_round_subcategory(wc.method)},
         n_subcategories=cluster_count,
         resume=lambda wc: f"{R}/{wc.method}/round{wc.round}/.resume/train_subcategory.pt",

@@ -41,18 +41,18 @@ def write_overlay(workdir: Path, overlay: dict, name: str = "overlay.yaml") -> P
     return path
 
 
-def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check: bool = True
-                  ) -> subprocess.CompletedProcess:
+def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check: bool = True,
+                  env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real workflow with the repository's Snakefile and config, outputs under ``workdir``.
 
-    ``overlay`` is merged over config/config.yaml (as a second --configfile).
+    ``overlay`` is merged over config/config.yaml (as a second --configfile); ``env`` adds to the environment.
     """
     configfiles = [str(REPO / "config" / "config.yaml")]
     if overlay is not None:
         configfiles.append(str(write_overlay(workdir, overlay)))
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(workdir), "--configfile", *configfiles, *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")

@@ -1,0 +1,76 @@
+"""Code provenance: the import closure of a script and its content hash."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from wsss_lib.provenance import code_digest, code_files
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def package(tmp_path):
+    """A small wsss_lib: script -> a (top level) -> b (inside a function) -> c (relative import); d unused."""
+    lib = tmp_path / "wsss_lib"
+    write(lib / "__init__.py", "")
+    write(lib / "sub" / "__init__.py", "")
+    write(lib / "a.py", "import numpy\nfrom wsss_lib.sub.b import helper\n")
+    write(lib / "sub" / "b.py", "def helper():\n    from . import c\n    return c.VALUE\n")
+    write(lib / "sub" / "c.py", "VALUE = 1\n")
+    write(lib / "d.py", "VALUE = 2\n")
+    script = write(tmp_path / "workflow" / "scripts" / "job.py", "import sys\nfrom wsss_lib import a\n")
+    return tmp_path, script
+
+
+def names(files, root):
+    return [f.relative_to(root).as_posix() for f in files]
+
+
+def test_closure_follows_imports_transitively(package):
+    root, script = package
+    # lazily imported (b imports c inside a function) and relative imports count; parent packages'
+    # __init__ run on import, so they count; numpy and the unused d do not
+    assert names(code_files(script, root), root) == [
+        "workflow/scripts/job.py", "wsss_lib/__init__.py", "wsss_lib/a.py", "wsss_lib/sub/__init__.py",
+        "wsss_lib/sub/b.py", "wsss_lib/sub/c.py"]
+
+
+def test_digest_changes_with_the_code_the_script_reaches_only(package):
+    root, script = package
+    before = code_digest.__wrapped__(script, root)
+    (root / "wsss_lib" / "d.py").write_text("VALUE = 3\n")  # not imported: same digest
+    assert code_digest.__wrapped__(script, root) == before
+    (root / "wsss_lib" / "sub" / "c.py").write_text("VALUE = 1  # a comment counts too\n")
+    assert code_digest.__wrapped__(script, root) != before
+
+
+def test_digest_is_the_same_in_another_clone(package, tmp_path_factory):
+    import shutil
+
+    root, script = package
+    clone = tmp_path_factory.mktemp("clone")
+    shutil.copytree(root, clone, dirs_exist_ok=True)
+    assert code_digest.__wrapped__(clone / "workflow/scripts/job.py", clone) == code_digest.__wrapped__(script, root)
+
+
+def test_the_real_rules_separate_crf_from_cam_training():
+    def reached(script):
+        return {f.relative_to(REPO).as_posix() for f in code_files(REPO / "workflow/scripts" / script, REPO)}
+
+    assert "wsss_lib/crf.py" in reached("crf_labels.py") and "wsss_lib/crf.py" in reached("infer_deeplab.py")
+    assert "wsss_lib/crf.py" not in reached("train_cam.py") | reached("make_cams.py") | reached("eval_cams.py")
+    assert "wsss_lib/training.py" in reached("train_cam.py")
+
+
+def test_missing_or_broken_script_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.py"):
+        code_files(tmp_path / "nothing.py", tmp_path)
+    broken = write(tmp_path / "broken.py", "import (\n")
+    with pytest.raises(ValueError, match="broken.py"):
+        code_files(broken, tmp_path)
