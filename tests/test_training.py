@@ -1,35 +1,116 @@
+import os
+import re
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
 
+from wsss_lib.config import job_fingerprint
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset
 from wsss_lib.data.synthetic import class_names, generate_synthetic
 from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import build_split_table
 from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.objectives import Objective, build_batch_loss
-from wsss_lib.training import TrainSettings, mean_average_precision, poly_schedule, train_classifier
+from wsss_lib.training import (EpochOrder, ResumeSpec, TrainSettings, epoch_seed, mean_average_precision,
+                               poly_schedule, train_classifier)
 
 BASELINE = build_batch_loss(Objective())
+MIXUP = build_batch_loss(Objective(mixing="mixup", alpha=0.4, entropy_weight=0.02))
+CPU = torch.device("cpu")
+MEAN, STD = (120.0,) * 3, (60.0,) * 3
 
 
 @pytest.fixture(scope="module")
-def tiny_sets(tmp_path_factory):
+def tiny_tables(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn") / "tree"
     generate_synthetic(root, n_train=16, n_train_aug=16, n_val=8, image_size=32, n_classes=2, seed=3)
     names = class_names(2)
-    train, val = build_split_table(root, "train", names), build_split_table(root, "val", names)
-    transform = ClassificationTrainTransform(32, (28, 36), True, (0.2, 0.2, 0.2, 0.05), (120.0,) * 3, (60.0,) * 3)
-    return ClassificationDataset(train, transform, seed=1), InferenceDataset(val, (120.0,) * 3, (60.0,) * 3)
+    return build_split_table(root, "train", names), build_split_table(root, "val", names)
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(tiny_tables):
+    train, val = tiny_tables
+    transform = ClassificationTrainTransform(32, (28, 36), True, (0.2, 0.2, 0.2, 0.05), MEAN, STD)
+    return ClassificationDataset(train, transform, seed=1), InferenceDataset(val, MEAN, STD)
+
+
+class RecordingSet(Dataset):
+    """A training set that records which (epoch, index) items were loaded."""
+
+    def __init__(self, table):
+        # no colour jitter: ColorJitter reseeds torch's global RNG on every item, which would hide a
+        # resume that fails to restore that RNG (the dropout below draws from it)
+        transform = ClassificationTrainTransform(32, (28, 36), True, (0.0, 0.0, 0.0, 0.0), MEAN, STD)
+        self.inner, self.loads = ClassificationDataset(table, transform, seed=1), []
+
+    @property
+    def epoch(self):
+        return self.inner.epoch
+
+    @epoch.setter
+    def epoch(self, value):
+        self.inner.epoch = value
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        self.loads.append((self.inner.epoch, index))
+        return self.inner[index]
+
+
+def mixup_with_dropout(model, images, labels, generator):
+    """Mixup draws from the loop's generator, the input dropout from torch's global RNG (as dropout in
+    the ViT teacher does): an exact resume has to restore both."""
+    return MIXUP(model, F.dropout(images, 0.2), labels, generator)
 
 
 SETTINGS = TrainSettings(epochs=3, batch_size=4, lr=0.05, weight_decay=1e-4, momentum=0.9, poly_power=0.9,
                          new_layer_lr_mult=10, seed=0)
+# 16 images, batch 4: 4 steps per epoch; 10 steps end 2 batches into the third epoch (DeepLab-style)
+MAX_STEPS = TrainSettings(epochs=3, batch_size=4, lr=0.05, weight_decay=1e-4, momentum=0.9,
+                          poly_power=0.9, new_layer_lr_mult=10, seed=0, max_steps=10)
 
 
 def fresh_model():
     torch.manual_seed(0)
     return build_cam_net("small_cnn", 2, "none", 8)
+
+
+class Preempted(Exception):
+    pass
+
+
+def preempting(loss, at_call):
+    """``loss``, but the job is killed when it is called for the ``at_call``-th time (1-based)."""
+    calls = []
+
+    def batch_loss(*args):
+        calls.append(1)
+        if len(calls) == at_call:
+            raise Preempted
+        return loss(*args)
+
+    return batch_loss
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def assert_same_weights(a, b):
+    a, b = a.state_dict(), b.state_dict()
+    assert list(a) == list(b)
+    unequal = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not unequal, f"tensors differ: {unequal}"
+
+
+def saved_steps(text):
+    return [int(s) for s in re.findall(r"saved resume state at step (\d+)/", text)]
 
 
 def test_poly_schedule_values():
@@ -51,36 +132,161 @@ def test_mean_average_precision_known_answers():
     assert mean_average_precision(scores, labels) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
 
 
-def test_training_logs_and_resumes_exactly(tiny_sets, tmp_path):
+def test_epoch_order_is_one_permutation_served_from_any_position():
+    full = list(EpochOrder(10, seed=5))
+    assert sorted(full) == list(range(10)) and full != list(range(10))
+    assert list(EpochOrder(10, seed=5, start=4, stop=8)) == full[4:8] and len(EpochOrder(10, 5, 4, 8)) == 4
+    assert list(EpochOrder(10, seed=6)) != full
+    assert len({epoch_seed(0, e, s) for e in range(3) for s in ("order", "batch_loss")}) == 6
+    assert epoch_seed(1, 0, "order") != epoch_seed(0, 1, "order")  # unlike seed + epoch
+    with pytest.raises(ValueError):
+        EpochOrder(10, 5, start=6, stop=4)
+
+
+def test_training_logs_and_resumes_exactly_after_an_epoch(tiny_sets, tmp_path, capsys):
     train_set, val_set = tiny_sets
     reference = fresh_model()
-    rows = train_classifier(reference, train_set, val_set, SETTINGS, BASELINE, torch.device("cpu"),
-                            tmp_path / "ref.csv")
+    rows = train_classifier(reference, train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "ref.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all(0 <= r["val_map"] <= 1 for r in rows)
     assert rows[-1]["lr"] == 0.0
-
-    class Preempted(Exception):
-        pass
 
     def preempt_in_epoch_two(row):
         if row["epoch"] == 2:
             raise Preempted  # as if the job hit its time limit before epoch 2 was saved
 
-    interrupted, state = fresh_model(), tmp_path / "state" / "resume.pt"
+    resume = ResumeSpec(tmp_path / "state" / "resume.pt", "job-a", every_epochs=1)
     with pytest.raises(Preempted):
-        train_classifier(interrupted, train_set, val_set, SETTINGS, BASELINE, torch.device("cpu"),
-                         tmp_path / "run.csv", state, on_epoch_end=preempt_in_epoch_two)
-    assert state.is_file()
+        train_classifier(fresh_model(), train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "run.csv", resume,
+                         on_epoch_end=preempt_in_epoch_two)
+    assert resume.path.is_file() and saved_steps(capsys.readouterr().out) == [4]
     resumed = fresh_model()  # a new process: only the saved state carries over
-    resumed_rows = train_classifier(resumed, train_set, val_set, SETTINGS, BASELINE, torch.device("cpu"),
-                                    tmp_path / "run.csv", state)
-    assert not state.exists()  # removed once training completes
-    assert [r["epoch"] for r in resumed_rows] == [1, 2, 3]
-    for a, b in zip(rows, resumed_rows):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    resumed_rows = train_classifier(resumed, train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "run.csv",
+                                    resume)
+    out = capsys.readouterr().out
+    assert f"resuming from {resume.path} at step 4/12 (start of epoch 2)" in out, out
+    assert saved_steps(out) == [8]  # none after the last epoch
+    assert not resume.path.exists()  # removed once training completes
+    assert without_seconds(resumed_rows) == without_seconds(rows)
+    assert_same_weights(reference, resumed)
     assert (tmp_path / "run.csv").read_text().count("\n") == 4  # header + 3 epochs
+
+
+def test_mid_epoch_resume_equals_an_uninterrupted_run_and_skips_consumed_batches_unread(tiny_tables, tmp_path,
+                                                                                         capsys):
+    train_table, val_table = tiny_tables
+    val_set = InferenceDataset(val_table, MEAN, STD)
+    reference, reference_set = fresh_model(), RecordingSet(train_table)
+    rows = train_classifier(reference, reference_set, val_set, MAX_STEPS, mixup_with_dropout, CPU,
+                            tmp_path / "ref.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["lr"] == 0.0
+
+    # Killed twice. Run 1 dies in step 5 after saving step 4, the last of epoch 1, before epoch 1's
+    # row; run 2 resumes there, writes that row, and dies in step 7 after saving step 6, 2 batches
+    # into epoch 2; run 3 resumes there and finishes. Every run is a new process: only the state carries over.
+    resume = ResumeSpec(tmp_path / "resume.pt", "job-a", every_steps=2)
+    runs = [RecordingSet(train_table) for _ in range(3)]
+    with pytest.raises(Preempted):
+        train_classifier(fresh_model(), runs[0], val_set, MAX_STEPS, preempting(mixup_with_dropout, 5), CPU,
+                         tmp_path / "run.csv", resume)
+    assert saved_steps(capsys.readouterr().out) == [2, 4]
+    with pytest.raises(Preempted):
+        train_classifier(fresh_model(), runs[1], val_set, MAX_STEPS, preempting(mixup_with_dropout, 3), CPU,
+                         tmp_path / "run.csv", resume)
+    out = capsys.readouterr().out
+    assert f"resuming from {resume.path} at step 4/10 (4 batches into epoch 1)" in out, out
+    assert saved_steps(out) == [6]
+    resumed = fresh_model()
+    resumed_rows = train_classifier(resumed, runs[2], val_set, MAX_STEPS, mixup_with_dropout, CPU,
+                                    tmp_path / "run.csv", resume)
+    out = capsys.readouterr().out
+    assert f"resuming from {resume.path} at step 6/10 (2 batches into epoch 2)" in out, out
+    assert saved_steps(out) == [8]  # and none at the final step 10
+    # each run loads the samples of its own steps only, in the uninterrupted order: a resumed epoch
+    # skips its consumed samples without reading them
+    reference_loads = reference_set.loads
+    assert runs[0].loads == reference_loads[:5 * 4]
+    assert runs[1].loads == reference_loads[4 * 4:7 * 4]
+    assert runs[2].loads == reference_loads[6 * 4:]
+    assert without_seconds(resumed_rows) == without_seconds(rows)
+    assert_same_weights(reference, resumed)
+    assert not resume.path.exists()
+
+
+def test_state_of_another_job_is_discarded_with_a_log_line(tiny_sets, tmp_path, capsys):
+    train_set, _ = tiny_sets
+    reference = fresh_model()
+    rows = train_classifier(reference, train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "ref.csv")
+
+    old = ResumeSpec(tmp_path / "resume.pt", "0123abcd", every_epochs=1)
+    with pytest.raises(Preempted):
+        train_classifier(fresh_model(), train_set, None, SETTINGS, preempting(BASELINE, 10), CPU, tmp_path / "run.csv",
+                         old)
+    assert saved_steps(capsys.readouterr().out) == [4, 8]
+
+    changed = ResumeSpec(old.path, "4567cdef", every_epochs=1)  # e.g. the job's config was edited
+    model = fresh_model()
+    rerun_rows = train_classifier(model, train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "run.csv", changed)
+    out = capsys.readouterr().out
+    assert (f"discarding resume state {old.path}: it was saved by a job with fingerprint 0123abcd, "
+            f"this job's is 4567cdef") in out, out
+    assert "resuming" not in out and saved_steps(out) == [4, 8]  # trained from scratch
+    assert without_seconds(rerun_rows) == without_seconds(rows)
+    assert_same_weights(reference, model)
+
+    old.path.write_bytes(b"truncated by a full disk")
+    with pytest.raises(Preempted):  # stopped at its first batch: the state is read before it
+        train_classifier(fresh_model(), train_set, None, SETTINGS, preempting(BASELINE, 1), CPU, tmp_path / "run.csv",
+                         changed)
+    out = capsys.readouterr().out
+    assert re.search(rf"discarding resume state {re.escape(str(old.path))}: it cannot be read \(", out), out
+    assert "resuming" not in out
+
+
+@pytest.mark.parametrize("interval, steps", [({"every_epochs": 1}, [4, 8]), ({"every_epochs": 2}, [8]),
+                                             ({"every_steps": 5}, [5, 10]), ({"every_steps": 2}, [2, 4, 6, 8, 10])])
+def test_the_interval_is_honoured(tiny_sets, tmp_path, capsys, monkeypatch, interval, steps):
+    train_set, _ = tiny_sets  # SETTINGS: 3 epochs of 4 steps; no state is saved at the end, it would be removed
+    saves = []
+    resume = ResumeSpec(tmp_path / "resume.pt", "job", **interval)
+    original = torch.save
+
+    def watching_save(obj, path, *args, **kwargs):
+        saves.append((obj["epoch"], obj["batch"], obj["fingerprint"], len(obj["rows"])))
+        return original(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", watching_save)
+    train_classifier(fresh_model(), train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "log.csv", resume)
+    assert saved_steps(capsys.readouterr().out) == steps
+    assert [4 * epoch + batch for epoch, batch, _, _ in saves] == steps
+    assert all(fingerprint == "job" for _, _, fingerprint, _ in saves)
+    # a state holds the rows of the epochs before its position (a state saved after an epoch's last
+    # step but before its row is (epoch, 4), not (epoch + 1, 0))
+    assert all(n_rows == epoch for epoch, _, _, n_rows in saves)
+    assert not resume.path.exists()
+
+
+def test_resume_spec_needs_exactly_one_interval():
+    for bad in ({}, {"every_epochs": 1, "every_steps": 5}, {"every_epochs": 0}, {"every_steps": -1}):
+        with pytest.raises(ValueError, match="exactly one"):
+            ResumeSpec("state.pt", "job", **bad)
+
+
+def test_job_fingerprint_follows_params_and_inputs(tmp_path):
+    split, pseudo = tmp_path / "train.csv", tmp_path / "pseudo"
+    split.write_text("id\n1\n")
+    pseudo.mkdir()
+    (pseudo / "1.png").write_bytes(b"png")
+    params = {"code": "abc", "hp": {"train_cam": {"lr": 0.1}}, "resume": "r/.resume/x.pt"}
+    base = job_fingerprint(params, [str(split), str(pseudo)])
+    assert job_fingerprint(dict(params), [str(pseudo), str(split)]) == base  # order of inputs is irrelevant
+    assert job_fingerprint({**params, "hp": {"train_cam": {"lr": 0.2}}}, [str(split), str(pseudo)]) != base
+    assert job_fingerprint({**params, "code": "abd"}, [str(split), str(pseudo)]) != base
+    stat = split.stat()
+    os.utime(split, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # rewritten, same size
+    assert job_fingerprint(params, [str(split), str(pseudo)]) != base
+    base = job_fingerprint(params, [str(split), str(pseudo)])
+    (pseudo / "2.png").write_bytes(b"png")  # a file inside an input directory
+    assert job_fingerprint(params, [str(split), str(pseudo)]) != base
 
 
 def test_max_steps_stops_mid_epoch_with_the_poly_decay_spanning_it(tiny_sets, tmp_path):
@@ -94,8 +300,7 @@ def test_max_steps_stops_mid_epoch_with_the_poly_decay_spanning_it(tiny_sets, tm
     settings = TrainSettings(epochs=100, batch_size=4, lr=0.05, weight_decay=0.0, momentum=0.0, poly_power=1.0,
                              new_layer_lr_mult=10, seed=0, max_steps=6)
     assert settings.total_steps(4) == 6 and SETTINGS.total_steps(4) == 12
-    rows = train_classifier(fresh_model(), train_set, None, settings, counting_loss, torch.device("cpu"),
-                            tmp_path / "log.csv")
+    rows = train_classifier(fresh_model(), train_set, None, settings, counting_loss, CPU, tmp_path / "log.csv")
     assert len(calls) == 6  # one full epoch of 4 steps, then 2 of the second
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[0]["lr"] == pytest.approx(0.05 * (1 - 4 / 6)) and rows[1]["lr"] == 0.0

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from wsss_lib.atomic import atomic_path
@@ -51,6 +52,31 @@ class TrainSettings:
         """Optimizer updates in the whole run: the poly decay reaches zero at this step."""
         steps = self.epochs * steps_per_epoch
         return steps if self.max_steps is None else min(steps, self.max_steps)
+
+
+@dataclass(frozen=True)
+class ResumeSpec:
+    """Where and how often :func:`train_classifier` saves the state it resumes from, and whose state it is.
+
+    ``path`` lies outside the job's declared outputs, so Snakemake neither deletes it before a rerun nor
+    treats it as a result. ``fingerprint`` identifies the job (``wsss_lib.config.job_fingerprint``: its
+    params, code hash included, and its inputs on disk); a state saved under another fingerprint is
+    discarded. Exactly one interval is set: ``every_epochs`` (save after every n-th finished epoch) or
+    ``every_steps`` (after every n-th optimizer update, mid-epoch included: DeepLab counts iterations).
+    The interval is deliberately not part of the fingerprint: how often a run is saved does not change
+    what it computes, so a state saved at any step is resumed whatever the interval is now.
+    """
+
+    path: str | os.PathLike
+    fingerprint: str
+    every_epochs: int | None = None
+    every_steps: int | None = None
+
+    def __post_init__(self):
+        intervals = [n for n in (self.every_epochs, self.every_steps) if n is not None]
+        if len(intervals) != 1 or intervals[0] < 1:
+            raise ValueError(f"set exactly one of every_epochs / every_steps, to at least 1; got "
+                             f"every_epochs={self.every_epochs}, every_steps={self.every_steps}")
 
 
 class BatchLoss(Protocol):
@@ -88,6 +114,40 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
                 module.eval()
 
 
+def epoch_seed(seed: int, epoch: int, stream: str) -> int:
+    """The seed of one random stream (``"order"``, ``"batch_loss"``) of one epoch of a run seeded ``seed``.
+
+    The first 63 bits of SHA-256 of ``stream/seed/epoch``: unlike ``seed * k + epoch`` it never gives two
+    (stream, seed, epoch) triples the same stream, and unlike ``hash()`` of a tuple with a string it
+    is the same in every process (no PYTHONHASHSEED), which a resumed run relies on.
+    """
+    digest = hashlib.sha256(f"{stream}/{seed}/{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class EpochOrder(Sampler[int]):
+    """One epoch's shuffled sample order, positions ``start`` to ``stop`` of it.
+
+    The order is ``torch.randperm(n)`` from a generator seeded with ``seed`` alone, so a run resumed
+    mid-epoch rebuilds the same order and starts at the first unconsumed sample without loading the
+    consumed ones. (DataLoader's own ``shuffle=True, generator=g`` draws a worker seed from ``g``
+    before the permutation, so its order is not ``randperm`` of ``g`` and could not be rebuilt this way.)
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0, stop: int | None = None):
+        stop = n if stop is None else stop
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"positions {start}..{stop} are not within an epoch of {n} samples")
+        self.n, self.seed, self.start, self.stop = n, seed, start, stop
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        return iter(order[self.start:self.stop].tolist())
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
 @torch.no_grad()
 def predict_scores(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 8,
                    num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,12 +173,16 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | None, settings: TrainSettings,
                      batch_loss: BatchLoss, device: torch.device, log_path: str | os.PathLike,
-                     resume_path: str | os.PathLike | None = None,
+                     resume: ResumeSpec | None = None,
                      on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` in place; write one CSV row per epoch to ``log_path``; return the rows.
 
-    If ``resume_path`` holds a state from an interrupted run (time limit, preemption), training
-    continues from the last finished epoch; the state is removed when training completes.
+    With ``resume``, the state is saved at its interval and, if ``resume.path`` holds a state of this
+    job from an interrupted run (time limit, preemption), training continues from it exactly as if
+    it had not stopped: the epoch's sample order is rebuilt from its seed and the consumed batches
+    are skipped unread, and the batch-loss generator, torch's global RNG (dropout), the partial
+    epoch's loss sums and the model / optimizer / scheduler / GradScaler states are restored. On CPU
+    the result is bitwise that of an uninterrupted run. The state is removed when training completes.
     """
     model.to(device)
     if len(train_set) < settings.batch_size:
@@ -126,39 +190,63 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     steps_per_epoch = len(train_set) // settings.batch_size  # drop_last: BatchNorm dislikes tiny batches
     optimizer = build_optimizer(model, settings)
     total_steps = settings.total_steps(steps_per_epoch)
+    epochs = -(-total_steps // steps_per_epoch)
     scheduler = poly_schedule(optimizer, total_steps, settings.poly_power)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_generator = torch.Generator()
+    # Where training stands: the epoch in progress, its finished batches, their summed losses and the
+    # seconds spent on them (a resumed epoch's logged time excludes the downtime), and the logged rows.
     rows: list[dict] = []
-    start_epoch = 0
-    if resume_path is not None and Path(resume_path).is_file():
-        state = torch.load(resume_path, map_location=device, weights_only=True)
+    epoch, done, totals, elapsed = 0, 0, {}, 0.0
+
+    def where() -> str:
+        step = epoch * steps_per_epoch + done
+        return f"step {step}/{total_steps} ({f'{done} batches into' if done else 'start of'} epoch {epoch + 1})"
+
+    def save() -> None:
+        with atomic_path(resume.path, suffix=".pt") as tmp:
+            torch.save({"fingerprint": resume.fingerprint, "epoch": epoch, "batch": done, "totals": totals,
+                        "elapsed": elapsed, "rows": rows, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(), "loss_generator": loss_generator.get_state(),
+                        "torch_rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_state(device)}, tmp)
+        # tqdm.write: a mid-epoch save happens under the progress bar, which would swallow a print's line start
+        tqdm.write(f"saved resume state at {where()} to {resume.path}")
+
+    state = _read_resume_state(resume) if resume is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        rows, start_epoch = list(state["rows"]), int(state["epoch"])
-        print(f"resuming from {resume_path} after epoch {start_epoch}", flush=True)
+        loss_generator.set_state(state["loss_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state["cuda_rng"].numel():
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        rows, totals, elapsed = list(state["rows"]), dict(state["totals"]), float(state["elapsed"])
+        epoch, done = int(state["epoch"]), int(state["batch"])
+        print(f"resuming from {resume.path} at {where()}", flush=True)
 
-    generator = torch.Generator().manual_seed(settings.seed)
-    epochs = -(-total_steps // steps_per_epoch)
-    for epoch in range(start_epoch, epochs):
-        started = time.time()
+    while epoch < epochs:
+        started = time.time() - elapsed
         train_set.epoch = epoch
-        generator.manual_seed(settings.seed * 1000 + epoch)
-        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, drop_last=True,
-                            num_workers=settings.num_workers, generator=torch.Generator().manual_seed(epoch + settings.seed),
-                            persistent_workers=False)
+        if done == 0:
+            loss_generator.manual_seed(epoch_seed(settings.seed, epoch, "batch_loss"))
+        batches = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # max_steps may end mid-epoch
+        order_seed = epoch_seed(settings.seed, epoch, "order")
+        loader = DataLoader(train_set, batch_size=settings.batch_size, drop_last=True,
+                            sampler=EpochOrder(len(train_set), order_seed, done * settings.batch_size,
+                                               batches * settings.batch_size),
+                            num_workers=settings.num_workers, persistent_workers=False,
+                            # the loader draws its workers' base seed from this, not from torch's global RNG
+                            generator=torch.Generator().manual_seed(order_seed))
         set_train_mode(model, settings.freeze_bn)
-        totals: dict[str, float] = {}
-        n_batches = 0
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", mininterval=10, file=None)
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", initial=done, total=batches, mininterval=10)
         for images, labels in progress:
-            if epoch * steps_per_epoch + n_batches == total_steps:  # the last, partial epoch of max_steps
-                break
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=use_amp):
-                loss, parts = batch_loss(model, images, labels, generator)
+                loss, parts = batch_loss(model, images, labels, loss_generator)
             if not torch.isfinite(loss):  # stop before a NaN reaches the weights
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -166,11 +254,15 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            n_batches += 1
+            done += 1
             for key, value in {"loss": loss.item(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
-            progress.set_postfix(loss=totals["loss"] / n_batches, refresh=False)
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},
+            progress.set_postfix(loss=totals["loss"] / done, refresh=False)
+            step = epoch * steps_per_epoch + done
+            if resume is not None and resume.every_steps and step % resume.every_steps == 0 and step < total_steps:
+                elapsed = time.time() - started
+                save()
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(done, 1) for k, v in totals.items()},
                "lr": optimizer.param_groups[0]["lr"]}
         if val_set is not None:
             row["val_map"] = mean_average_precision(*predict_scores(model, val_set, device, num_workers=settings.num_workers))
@@ -180,14 +272,49 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         _write_log(log_path, rows)
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if resume_path is not None and epoch + 1 < epochs:
-            with atomic_path(resume_path, suffix=".pt") as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                            "rows": rows, "epoch": epoch + 1}, tmp)
-    if resume_path is not None and Path(resume_path).exists():
-        Path(resume_path).unlink()
+        epoch, done, totals, elapsed = epoch + 1, 0, {}, 0.0
+        if resume is not None and resume.every_epochs and epoch % resume.every_epochs == 0 and epoch < epochs:
+            save()
+    if resume is not None and Path(resume.path).exists():
+        Path(resume.path).unlink()
     return rows
+
+
+_STATE_KEYS = frozenset({"fingerprint", "epoch", "batch", "totals", "elapsed", "rows", "model", "optimizer",
+                         "scheduler", "scaler", "loss_generator", "torch_rng", "cuda_rng"})
+
+
+def _read_resume_state(resume: ResumeSpec) -> dict | None:
+    """The state at ``resume.path`` if it is this job's; otherwise None, with the file removed and a
+    log line saying why (a state of other params, code or inputs must never be continued silently)."""
+    path = Path(resume.path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            reason = f"it holds a {type(state).__name__}, not a resume state"
+        elif missing := sorted(_STATE_KEYS - set(state)):
+            reason = f"it lacks {', '.join(missing)}"
+        else:
+            reason = None
+    except Exception as err:  # torch raises several types for truncated, corrupt or pickled files
+        reason = f"it cannot be read ({type(err).__name__}: {err})"
+    if reason is None and state["fingerprint"] != resume.fingerprint:
+        reason = (f"it was saved by a job with fingerprint {state['fingerprint']}, this job's is "
+                  f"{resume.fingerprint} (its params, code or inputs changed)")
+    if reason is None:
+        return state
+    print(f"discarding resume state {path}: {reason}; training from scratch", flush=True)
+    path.unlink()
+    return None
+
+
+def _cuda_rng_state(device: torch.device) -> torch.Tensor:
+    """The CUDA generator's state on a CUDA device (dropout draws from it there); empty on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.empty(0, dtype=torch.uint8)
 
 
 def _write_log(path: str | os.PathLike, rows: list[dict]) -> None:

@@ -24,7 +24,7 @@ from wsss_lib.metrics import confusion_matrix, summarise
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import StoreReader, open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
-from wsss_lib.training import TrainSettings, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, resolve_device, train_classifier
 
 
 def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTransform:
@@ -36,7 +36,7 @@ def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTr
 
 def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Mapping[str, Any], *,
               device: str = "auto", threads: int = 1, weights_file: str | None = None,
-              resume_path: str | None = None, method: str = "") -> list[dict]:
+              resume: ResumeSpec | None = None, method: str = "") -> list[dict]:
     """Train the CAM classifier of one method (Zhou et al. 2016 GAP classifier, PSA/IRN schedule).
 
     The method's mixing strategy and regularisers come from ``hp["train_cam"]`` (see objectives.py).
@@ -52,7 +52,7 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
         model, ClassificationDataset(train_table, train_transform(opts, backbone.input_mean, backbone.input_std),
                                      seed=opts["seed"]),
         InferenceDataset(val_table, backbone.input_mean, backbone.input_std), TrainSettings.from_config(opts),
-        build_batch_loss(objective_from_config(opts)), resolve_device(device), log_out, resume_path,
+        build_batch_loss(objective_from_config(opts)), resolve_device(device), log_out, resume,
     )
     meta = model_metadata(model, hp["backbone"], class_names, method=method, config_hash=config_hash(dict(hp)),
                           pretrained=str(hp["pretrained"]), input_mean=list(backbone.input_mean),

@@ -25,7 +25,7 @@ from wsss_lib.models.cam_net import load_cam_net
 from wsss_lib.random_walk import random_walk_labels
 from wsss_lib.report import write_json
 from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
-from wsss_lib.training import TrainSettings, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, resolve_device, train_classifier
 
 
 def _split_with_cams(split_csvs: str | Sequence[str], store: StoreReader):
@@ -100,7 +100,7 @@ def affinity_batch_loss(radius: int):
 
 def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: str, hp: Mapping[str, Any], *,
                    init_model: str | None = None, weights_file: str | None = None, device: str = "auto",
-                   threads: int = 1, resume_path: str | None = None, method: str = "") -> list[dict]:
+                   threads: int = 1, resume: ResumeSpec | None = None, method: str = "") -> list[dict]:
     """Train AffinityNet on the confident CRF labels with the shared training loop (PSA's schedule).
 
     The backbone starts from the method's ``pretrained`` weights (PSA: ImageNet) or, with
@@ -132,7 +132,7 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
     dataset = SegmentationTrainDataset(table["id"], table["image"], StoreArrays(labels_store, "labels"), transform,
                                        seed=opts["seed"])
     rows = train_classifier(model, dataset, None, TrainSettings.from_config(opts), affinity_batch_loss(opts["radius"]),
-                            resolve_device(device), log_out, resume_path)
+                            resolve_device(device), log_out, resume)
     meta = {"architecture": "affinity_net", "backbone": hp["backbone"], "output_stride": int(backbone.output_stride),
             "stride": opts["stride"], "radius": opts["radius"], "class_names": class_names, "method": method,
             "config_hash": config_hash(dict(opts)), "init": opts["init"],

@@ -22,7 +22,7 @@ from wsss_lib.models.checkpoint import read_checkpoint
 from wsss_lib.models.deeplab import build_deeplab, load_deeplab, save_deeplab
 from wsss_lib.report import write_json
 from wsss_lib.segmentation import PseudoLabelReader, crf_refine_many, predict_probabilities, segmentation_batch_loss
-from wsss_lib.training import TrainSettings, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, resolve_device, train_classifier
 
 def segment_settings(opts: Mapping[str, Any], n_images: int) -> TrainSettings:
     """The shared loop's settings for ``iterations`` updates (DeepLab counts iterations, not epochs)."""
@@ -40,7 +40,7 @@ def init_description(pretrained: str) -> str:
 
 def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str, hp: Mapping[str, Any], *,
                   weights_file: str | None = None, device: str = "auto", threads: int = 1,
-                  resume_path: str | None = None, method: str = "") -> list[dict]:
+                  resume: ResumeSpec | None = None, method: str = "") -> list[dict]:
     """Train DeepLab on the pseudo-labels ``pseudo_dir/{id}.png`` of every image of the split.
 
     Schedule from ``hp["segment"]`` (DeepLab-v2: poly lr 2.5e-4, 10x on the head, momentum 0.9, weight
@@ -65,7 +65,7 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     )
     dataset = SegmentationTrainDataset(table["id"], table["image"], reader, transform, seed=opts["seed"])
     rows = train_classifier(model, dataset, None, segment_settings(opts, len(dataset)), segmentation_batch_loss(),
-                            resolve_device(device), log_out, resume_path)
+                            resolve_device(device), log_out, resume)
     meta = {"architecture": "deeplab", "backbone": opts["backbone"], "head": opts["head"],
             "output_stride": int(backbone.output_stride), "n_classes": len(class_names) + 1,
             "class_names": ["background", *class_names], "method": method, "config_hash": config_hash(dict(opts)),

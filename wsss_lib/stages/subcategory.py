@@ -30,12 +30,12 @@ from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.report import write_csv
 from wsss_lib.stages.cam import train_transform
 from wsss_lib.store import StoreReader, open_store_writer
-from wsss_lib.training import TrainSettings, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, resolve_device, train_classifier
 
 
 def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, teacher: Mapping[str, Any], *,
                   device: str = "auto", threads: int = 1, weights_file: str | None = None,
-                  resume_path: str | None = None, method: str = "") -> list[dict]:
+                  resume: ResumeSpec | None = None, method: str = "") -> list[dict]:
     """Fine-tune the ViT teacher on the image-level labels with the shared training loop."""
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(teacher["seed"])
@@ -51,7 +51,7 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
     rows = train_classifier(
         model, ClassificationDataset(train_table, train_transform(opts, model.input_mean, model.input_std),
                                      seed=teacher["seed"]),
-        val_set, TrainSettings.from_config(opts), vit_loss, resolve_device(device), log_out, resume_path,
+        val_set, TrainSettings.from_config(opts), vit_loss, resolve_device(device), log_out, resume,
     )
     meta = {"architecture": "vit", "preset": teacher["preset"], "n_classes": len(class_names),
             "image_size": teacher["image_size"], "class_names": class_names, "method": method,
@@ -120,7 +120,7 @@ def read_cluster_count(json_path: str | Path) -> int:
 
 def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_json: str, init_model: str,
                       model_out: str, log_out: str, hp: Mapping[str, Any], *, n_subcategories: int,
-                      device: str = "auto", threads: int = 1, resume_path: str | None = None,
+                      device: str = "auto", threads: int = 1, resume: ResumeSpec | None = None,
                       method: str = "", round_index: int = 1) -> list[dict]:
     """Retrain the CAM net with a sub-category head sized from clusters.json, starting from ``init_model``.
 
@@ -155,7 +155,7 @@ def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_
         model, ClassificationDataset(merged, train_transform(opts, mean, std), seed=opts["seed"] + round_index),
         InferenceDataset(read_split_table(val_csv, class_names), mean, std), TrainSettings.from_config(opts),
         build_batch_loss(objective_from_config(opts, hp["subcategory"]["weight"])), resolve_device(device),
-        log_out, resume_path,
+        log_out, resume,
     )
     meta = model_metadata(model, init_meta["backbone"], class_names, method=method, config_hash=config_hash(dict(hp)),
                           pretrained=f"round {round_index - 1}: {init_model}", input_mean=list(mean),
