@@ -42,10 +42,11 @@ def write_overlay(workdir: Path, overlay: dict, name: str = "overlay.yaml") -> P
 
 
 def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check: bool = True,
-                  env: dict | None = None) -> subprocess.CompletedProcess:
+                  env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run the real workflow with the repository's Snakefile and config, outputs under ``workdir``.
 
-    ``overlay`` is merged over config/config.yaml (as a second --configfile); ``env`` adds to the environment.
+    ``overlay`` is merged over config/config.yaml (as a second --configfile); ``env`` adds to the environment;
+    past ``timeout`` seconds subprocess.TimeoutExpired is raised.
     """
     configfiles = [str(REPO / "config" / "config.yaml")]
     if overlay is not None:
@@ -53,7 +54,7 @@ def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check:
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(workdir), "--configfile", *configfiles, *args]
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
