@@ -79,6 +79,25 @@ class ResumeSpec:
                              f"every_epochs={self.every_epochs}, every_steps={self.every_steps}")
 
 
+def job_resume(job, per: str = "epochs") -> ResumeSpec:
+    """The :class:`ResumeSpec` of a Snakemake training job (``job``: the ``snakemake`` object of its script).
+
+    Path: the rule's ``params.resume``; fingerprint: ``job_fingerprint`` of all its params and inputs;
+    interval: the config's ``resume`` block, ``per`` "epochs" (``every_epochs``) or "iterations"
+    (``every_iterations``, saved as optimizer steps). Read from the config, not params, so it is not
+    part of the job's identity.
+    """
+    from wsss_lib.config import job_fingerprint
+
+    fingerprint = job_fingerprint(dict(job.params.items()), job.input)
+    every = job.config["resume"][f"every_{per}"]
+    if per == "epochs":
+        return ResumeSpec(job.params.resume, fingerprint, every_epochs=every)
+    if per == "iterations":
+        return ResumeSpec(job.params.resume, fingerprint, every_steps=every)
+    raise ValueError(f"resume interval per {per!r}: choose epochs or iterations")
+
+
 class BatchLoss(Protocol):
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...

@@ -2,12 +2,10 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from wsss_lib.config import job_fingerprint
 from wsss_lib.stages.refine import train_affinity
-from wsss_lib.training import ResumeSpec
+from wsss_lib.training import job_resume
 
-resume = ResumeSpec(snakemake.params.resume, job_fingerprint(dict(snakemake.params.items()), snakemake.input),
-                    every_epochs=snakemake.config["resume"]["every_epochs"])
+resume = job_resume(snakemake, per="epochs")
 train_affinity(snakemake.input.labels, snakemake.input.split, snakemake.output.model, snakemake.output.log_csv,
                snakemake.params.hp, init_model=snakemake.input.get("init"), weights_file=snakemake.input.get("weights"),
                device=snakemake.config["device"], threads=snakemake.threads, resume=resume,

@@ -2,13 +2,11 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from wsss_lib.config import job_fingerprint
 from wsss_lib.stages.segment import train_deeplab
-from wsss_lib.training import ResumeSpec
+from wsss_lib.training import job_resume
 
 # DeepLab counts iterations, so its state is saved every n iterations (mid-epoch), not per epoch.
-resume = ResumeSpec(snakemake.params.resume, job_fingerprint(dict(snakemake.params.items()), snakemake.input),
-                    every_steps=snakemake.config["resume"]["every_iterations"])
+resume = job_resume(snakemake, per="iterations")
 train_deeplab(snakemake.input.pseudo, snakemake.input.split, snakemake.output.model, snakemake.output.log_csv,
               snakemake.params.hp, weights_file=snakemake.input.get("weights"), device=snakemake.config["device"],
               threads=snakemake.threads, resume=resume, method=snakemake.wildcards.method)

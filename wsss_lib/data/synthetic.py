@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image
 
 from wsss_lib.atomic import atomic_dir
-from wsss_lib.classes import SYNTHETIC_CLASSES
+from wsss_lib.classes import SYNTHETIC_CLASSES, synthetic_class_names
 from wsss_lib.data.label_png import write_label_png
 
 MAX_CLASSES = len(SYNTHETIC_CLASSES)
@@ -203,10 +203,7 @@ def _class_hues() -> list[float]:
 MARK_COLOURS = np.array([colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in _class_hues()], dtype=np.float64) * 255.0
 
 
-def class_names(n_classes: int) -> list[str]:
-    """Foreground class names (the mark's shape), deterministic: ``["disc", "cross", ...]``."""
-    _check_int("n_classes", n_classes, 1, MAX_CLASSES)
-    return [name for name, _ in _MARK_SHAPES[:n_classes]]
+class_names = synthetic_class_names  # foreground class names (the mark's shape): ["disc", "cross", ...]
 
 
 # --------------------------------------------------------------------------------------------
