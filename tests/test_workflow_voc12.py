@@ -111,4 +111,5 @@ def test_baseline_cam_on_real_voc_sample(voc_sample, tmp_path):
     result = json.loads((tmp_path / "results/baseline/cam/miou.json").read_text())
     assert result["n_images"] == 120
     assert {"dog", "cat", "person"} <= set(result["classes_present"])
+    # train_cam seeds 0-2: CAM 0.108-0.114 against all-background 0.043 (margin >= 0.065)
     assert result["miou"] > result["all_background_miou"], result

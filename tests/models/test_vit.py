@@ -148,6 +148,8 @@ def test_shared_training_loop_reduces_multilabel_loss_and_updates_both_groups(tm
     rows = train_classifier(model, data, None, settings, bce, torch.device("cpu"), tmp_path / "log.csv")
     losses = [row["train_loss"] for row in rows]
     assert losses[0] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6)  # zero-initialised head
+    # Margins measured over model seeds 0-3 with data seeds 10-13:
+    # last/first loss 0.22-0.30 (asserted < 0.5), each epoch lowers the loss by >= 0.06 (float noise ~1e-6).
     assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.5 * losses[0], losses
     after_pre, after_new = model.param_groups()
