@@ -88,30 +88,56 @@ def blob(size: int, height: int = 15, width: int = 15) -> torch.Tensor:
     return cam
 
 
-def test_one_pixel_map_has_no_spread():
+def uniform_variance(size: int) -> float:
+    """Variance of the coordinates 2 i / size - 1, i = 0 .. size - 1: (2 / size)^2 (size^2 - 1) / 12."""
+    return (size ** 2 - 1) / (3 * size ** 2)
+
+
+def test_one_pixel_map_has_no_spread_without_eps():
     cam = torch.zeros(9, 11, dtype=torch.float64)
     cam[6, 2] = 3.5
-    assert concentration_loss(*single_map(cam)).item() == pytest.approx(0.0, abs=1e-9)
+    assert concentration_loss(*single_map(cam), eps=0.0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_eps_spreads_a_one_pixel_map_towards_uniform():
+    """p = (m + eps) / (1 + eps n): a mixture of a point mass (weight w = 1 / (1 + eps n)) and the uniform
+    grid (1 - w); its variance per axis is w (1 - w) (c - mean)^2 + (1 - w) var_uniform."""
+    height = width = 8
+    cam = torch.zeros(height, width, dtype=torch.float64)
+    cam[0, 0] = 1.0  # the reference's softmaxed maps lie in [0, 1]
+    w = 1 / (1 + 1e-3 * height * width)
+    corner, mean = -1.0, -1.0 / height  # coordinate of pixel 0 and of the uniform grid's mean
+    per_axis = w * (1 - w) * (corner - mean) ** 2 + (1 - w) * uniform_variance(height)
+    assert concentration_loss(*single_map(cam)).item() == pytest.approx(2 * per_axis, rel=1e-9)
 
 
 def test_two_point_map_has_the_known_variance():
     cam = torch.zeros(5, 9, dtype=torch.float64)
-    cam[2, 0] = cam[2, 4] = 1.0  # x in {0, 4} with equal mass: variance 4, y constant
-    assert concentration_loss(*single_map(cam)).item() == pytest.approx(4.0, rel=1e-6)
+    cam[2, 0] = cam[2, 4] = 1.0  # x in {-1, -1 + 8/9} with equal mass: variance (4/9)^2, y constant
+    assert concentration_loss(*single_map(cam), eps=0.0).item() == pytest.approx((4 / 9) ** 2, rel=1e-9)
 
 
 @pytest.mark.parametrize("height,width", [(8, 8), (5, 13), (32, 32)])
-def test_uniform_map_spread_is_the_discrete_uniform_variance(height, width):
+@pytest.mark.parametrize("eps", [0.0, 1e-3])
+def test_uniform_map_spread_is_the_closed_form_in_unit_coordinates(height, width, eps):
     cam = torch.full((height, width), 0.7, dtype=torch.float64)
-    expected = (height ** 2 - 1) / 12 + (width ** 2 - 1) / 12
-    assert concentration_loss(*single_map(cam)).item() == pytest.approx(expected, rel=1e-6)
+    expected = uniform_variance(height) + uniform_variance(width)
+    assert concentration_loss(*single_map(cam), eps=eps).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_loss_does_not_grow_with_resolution():
+    """The same shape at 16x16 and 32x32 has about the same spread (unlike pixel coordinates: 4x)."""
+    coarse, fine = blob(8, 16, 16), blob(16, 32, 32)
+    values = [concentration_loss(*single_map(cam)).item() for cam in (coarse, fine)]
+    assert values[1] == pytest.approx(values[0], rel=0.02)
 
 
 def test_spread_grows_with_blob_size():
-    small, large = (concentration_loss(*single_map(blob(s))).item() for s in (3, 7))
+    small, large = (concentration_loss(*single_map(blob(s)), eps=0.0).item() for s in (3, 7))
     uniform = concentration_loss(*single_map(torch.ones(15, 15, dtype=torch.float64))).item()
-    # A k x k square blob has spread 2 (k^2 - 1) / 12.
-    assert small == pytest.approx(2 * 8 / 12, rel=1e-6) and large == pytest.approx(2 * 48 / 12, rel=1e-6)
+    # A k x k square blob on a 15 x 15 grid has spread 2 (k^2 - 1) / 12 * (2 / 15)^2.
+    scale = (2 / 15) ** 2
+    assert small == pytest.approx(2 * 8 / 12 * scale, rel=1e-9) and large == pytest.approx(2 * 48 / 12 * scale, rel=1e-9)
     assert small < large < uniform
 
 
@@ -119,8 +145,8 @@ def test_loss_sums_over_present_classes_and_averages_over_the_batch():
     cams = torch.zeros(2, 3, 15, 15, dtype=torch.float64)
     cams[0, 0], cams[0, 2], cams[1, 1] = blob(3), blob(7), torch.ones(15, 15)
     labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
-    expected = (2 * 8 / 12 + 2 * 48 / 12 + 2 * 224 / 12) / 2
-    assert concentration_loss(cams, labels).item() == pytest.approx(expected, rel=1e-6)
+    expected = (2 * 8 / 12 + 2 * 48 / 12 + 2 * 224 / 12) * (2 / 15) ** 2 / 2
+    assert concentration_loss(cams, labels, eps=0.0).item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_absent_classes_contribute_nothing():
@@ -132,10 +158,11 @@ def test_absent_classes_contribute_nothing():
     assert concentration_loss(cams, torch.zeros(3, 4)).item() == 0.0
 
 
-def test_soft_labels_count_as_present():
+def test_soft_labels_count_as_present_above_one_half():
     cams = torch.rand(2, 3, 6, 6, generator=gen(7))
-    soft = torch.tensor([[0.3, 0.0, 0.9], [0.0, 0.5, 0.0]])
-    torch.testing.assert_close(concentration_loss(cams, soft), concentration_loss(cams, (soft > 0).float()))
+    soft = torch.tensor([[0.3, 0.0, 0.9], [0.0, 0.5, 0.6]])
+    hard = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # mva-wsss: outputs[b] > 0.5
+    torch.testing.assert_close(concentration_loss(cams, soft), concentration_loss(cams, hard))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (4, 6, 16, 9), (8, 20, 32, 32)])
@@ -155,5 +182,6 @@ def test_vectorised_matches_reference_loop_in_value_and_gradient(shape):
 
 def test_float32_maps_far_from_the_origin_stay_accurate():
     cam = torch.zeros(64, 64)
-    cam[60:63, 60:63] = 1.0  # centred form avoids E[y^2] - mu^2 cancellation (61^2 vs spread 4/3)
-    assert concentration_loss(*single_map(cam)).item() == pytest.approx(2 * 8 / 12, rel=1e-4)
+    cam[60:63, 60:63] = 1.0  # centred form avoids E[y^2] - mu^2 cancellation (0.9^2 vs spread 6.5e-4)
+    expected = 2 * 8 / 12 * (2 / 64) ** 2
+    assert concentration_loss(*single_map(cam), eps=0.0).item() == pytest.approx(expected, rel=1e-4)

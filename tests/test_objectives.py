@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsss_lib.losses import concentration_loss, prediction_entropy
+from wsss_lib.losses import concentration_loss_reference, prediction_entropy
 from wsss_lib.mixing import fmix_mask, random_permutation, sample_lambda
 from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.objectives import Objective, build_batch_loss, mixed_features, objective_from_config
@@ -69,9 +69,11 @@ def test_mixup_objective_with_regularisers_equals_hand_computation(model, batch)
     logits = model.classifier(F.adaptive_avg_pool2d(features, 1)).flatten(1)
     cls = lam * F.multilabel_soft_margin_loss(logits, labels) + (1 - lam) * F.multilabel_soft_margin_loss(
         logits, labels[perm])
-    present = ((labels + labels[perm]) > 0).float()
-    expected = cls + 0.02 * prediction_entropy(logits) + 2e-4 * concentration_loss(
-        F.relu(model.classifier(features)), present)
+    # mva-wsss train_cam.py: ReLU class maps softmaxed over classes, partners' terms weighted lam / 1 - lam
+    maps = torch.softmax(F.relu(model.classifier(features)), dim=1)
+    concentration = lam * concentration_loss_reference(maps, labels) + (1 - lam) * concentration_loss_reference(
+        maps, labels[perm])
+    expected = cls + 0.02 * prediction_entropy(logits) + 2e-4 * concentration
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     assert set(parts) == {"cls", "entropy", "concentration"}
 

@@ -51,56 +51,69 @@ def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     return (F.softplus(logits) - logits * torch.sigmoid(logits)).mean()
 
 
-def concentration_loss(cams: torch.Tensor, labels: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+SCOPS_EPS = 1e-3  # mva-wsss loss_scheduler_optimizer.py (from SCOPS): added to every pixel "to prevent gradient explosion"
+
+
+def grid_coordinates(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Pixel coordinates ``2 i / size - 1`` for ``i = 0 .. size - 1``, in ``[-1, 1)`` (SCOPS's
+    ``get_coordinate_tensors``, kept by mva-wsss): the loss is then independent of the map's resolution."""
+    return torch.arange(size, dtype=dtype, device=device) * (2.0 / size) - 1.0
+
+
+def concentration_loss(maps: torch.Tensor, labels: torch.Tensor, eps: float = SCOPS_EPS) -> torch.Tensor:
     """Spatial spread of each present class's map, summed over classes, mean over the batch.
 
-    Mixup-CAM (Chang et al. 2020, Sec. 3) concentration loss, after SCOPS (Hung et al. 2019): for
-    each ``(image, class)`` with ``labels > 0``, ``p = cam / (sum(cam) + eps)``,
-    ``mu = sum p * (y, x)`` and ``spread = sum p * ||(y, x) - mu||^2``, with ``(y, x)`` the integer
-    row/column index of the CAM grid, so the loss is in squared CAM pixels (a uniform ``h x w``
-    map gives ``(h^2 - 1) / 12 + (w^2 - 1) / 12``). ``cams`` ``(B, K, h, w)`` must be
-    non-negative (apply a ReLU first); ``labels`` ``(B, K)`` may be soft.
+    Mixup-CAM (Chang et al. BMVC 2020, Sec. 3) concentration loss, after SCOPS (Hung et al. CVPR
+    2019, Sec. 3), in the form mva-wsss trains with (loss_scheduler_optimizer.py, train_cam.py):
+    for each ``(image, class)`` with ``labels > 0.5``, ``p = (m + eps) / sum(m + eps)`` over the
+    ``h x w`` grid, ``mu = sum p * (y, x)`` and ``spread = sum p * ||(y, x) - mu||^2`` with
+    coordinates in ``[-1, 1)`` (:func:`grid_coordinates`). A uniform map therefore gives
+    ``(h^2 - 1) / (3 h^2) + (w^2 - 1) / (3 w^2)`` (just under 2/3), whatever ``eps``. ``maps``
+    ``(B, K, h, w)`` must be non-negative: mva-wsss passes the ReLU class maps softmaxed over the
+    classes, so every map lies in ``[0, 1]`` and ``eps`` bounds the normaliser away from zero
+    (the gradient cannot grow as ``1 / mass`` for a faint map). ``labels`` ``(B, K)`` may be soft;
+    a class is present above 0.5, as the reference's ``outputs[b] > 0.5``.
 
     The 2-D sum separates into the two axes' marginals, so each moment costs a reduction over one
     axis instead of a full ``h * w`` product with a coordinate grid. The spread uses the centred
-    form ``sum p (y - mu)^2`` rather than ``E[y^2] - mu^2``, which would cancel catastrophically
-    for concentrated maps far from the origin. Absent classes are removed with ``torch.where``
-    rather than by indexing, which keeps shapes static (no host sync on GPU) and gives them an
-    exactly zero gradient.
+    form ``sum p (y - mu)^2`` rather than ``E[y^2] - mu^2``, which cancels for concentrated maps
+    far from the origin. Absent classes are removed with ``torch.where`` rather than by indexing,
+    which keeps shapes static (no host sync on GPU) and gives them an exactly zero gradient.
     """
-    batch, _, height, width = cams.shape
-    mass = cams.sum(dim=(-2, -1), keepdim=True)
-    p = cams / (mass + eps)
-    rows = torch.arange(height, dtype=cams.dtype, device=cams.device)
-    cols = torch.arange(width, dtype=cams.dtype, device=cams.device)
+    batch, _, height, width = maps.shape
+    shifted = maps + eps
+    p = shifted / shifted.sum(dim=(-2, -1), keepdim=True)
+    rows = grid_coordinates(height, maps.dtype, maps.device)
+    cols = grid_coordinates(width, maps.dtype, maps.device)
     p_rows = p.sum(dim=-1)
     p_cols = p.sum(dim=-2)
     mu_y = (p_rows * rows).sum(dim=-1, keepdim=True)
     mu_x = (p_cols * cols).sum(dim=-1, keepdim=True)
     spread = (p_rows * (rows - mu_y) ** 2).sum(dim=-1) + (p_cols * (cols - mu_x) ** 2).sum(dim=-1)
-    present = labels.to(cams.device) > 0
+    present = labels.to(maps.device) > 0.5
     return torch.where(present, spread, torch.zeros_like(spread)).sum() / batch
 
 
-def concentration_loss_reference(cams: torch.Tensor, labels: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def concentration_loss_reference(maps: torch.Tensor, labels: torch.Tensor, eps: float = SCOPS_EPS) -> torch.Tensor:
     """Per-image, per-class loop over the literal 2-D formula of :func:`concentration_loss`.
 
     Kept as the test oracle and benchmark baseline: it shares no code with the vectorised version
-    (full coordinate grid, no marginals, no masking).
+    (full coordinate grid built by linspace, no marginals, no masking).
     """
-    batch, n_classes, height, width = cams.shape
-    yy, xx = torch.meshgrid(torch.arange(height, dtype=cams.dtype, device=cams.device),
-                            torch.arange(width, dtype=cams.dtype, device=cams.device), indexing="ij")
+    batch, n_classes, height, width = maps.shape
+    ys = torch.linspace(-1.0, 1.0, height + 1, dtype=maps.dtype, device=maps.device)[:-1]
+    xs = torch.linspace(-1.0, 1.0, width + 1, dtype=maps.dtype, device=maps.device)[:-1]
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     terms = []
     for b in range(batch):
         for k in range(n_classes):
-            if labels[b, k] <= 0:
+            if labels[b, k] <= 0.5:
                 continue
-            cam = cams[b, k]
-            p = cam / (cam.sum() + eps)
+            m = maps[b, k] + eps
+            p = m / m.sum()
             mu_y = (p * yy).sum()
             mu_x = (p * xx).sum()
             terms.append((p * ((yy - mu_y) ** 2 + (xx - mu_x) ** 2)).sum())
     if not terms:
-        return cams.new_zeros(())
+        return maps.new_zeros(())
     return torch.stack(terms).sum() / batch

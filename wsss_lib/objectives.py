@@ -107,12 +107,17 @@ def build_batch_loss(objective: Objective) -> BatchLoss:
             loss = loss + objective.subcategory_weight * sub_loss
             parts["subcategory"] = sub_loss.item()
         if objective.entropy_weight:
+            # On the predictions, as Mixup-CAM (Sec. 3) defines it. mva-wsss (train_cam.py) passes the mixed
+            # *labels* to its entropy term for the mixing methods, a constant with no gradient; we follow the paper.
             entropy = prediction_entropy(logits)
             loss = loss + objective.entropy_weight * entropy
             parts["entropy"] = entropy.item()
         if objective.concentration_weight:
-            present = torch.maximum(labels, labels[perm])  # both partners' classes are in a mixed image
-            concentration = concentration_loss(F.relu(class_maps), present)
+            # mva-wsss train_cam.py: the ReLU class maps softmaxed over the classes; a mixed image's term is
+            # lam * L(own classes) + (1 - lam) * L(partner's classes) (weight = 1, perm = identity unmixed)
+            maps = torch.softmax(F.relu(class_maps), dim=1)
+            concentration = (weight * concentration_loss(maps, labels)
+                             + (1 - weight) * concentration_loss(maps, labels[perm]))
             loss = loss + objective.concentration_weight * concentration
             parts["concentration"] = concentration.item()
         return loss, parts
