@@ -112,12 +112,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
-    backbone, new = model.param_groups()
-    return torch.optim.SGD(
-        [{"params": backbone, "lr": settings.lr},
-         {"params": new, "lr": settings.lr * settings.new_layer_lr_mult}],
-        lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
-    )
+    """SGD over ``model.param_groups()``: (pretrained, new layers[, new-layer biases]). New layers train at
+    ``new_layer_lr_mult`` times the lr (PSA / IRN / DeepLab: 10x); a third group, new-layer biases, at twice
+    that and without weight decay (DeepLab-v2's Caffe solver, kept by deeplab-pytorch: 20x, decay 0)."""
+    groups = model.param_groups()
+    new_lr = settings.lr * settings.new_layer_lr_mult
+    param_groups = [{"params": groups[0], "lr": settings.lr}, {"params": groups[1], "lr": new_lr}]
+    if len(groups) == 3:
+        param_groups.append({"params": groups[2], "lr": 2 * new_lr, "weight_decay": 0.0})
+    return torch.optim.SGD(param_groups, lr=settings.lr, momentum=settings.momentum,
+                           weight_decay=settings.weight_decay)
 
 
 def poly_schedule(optimizer: torch.optim.Optimizer, max_steps: int, power: float):

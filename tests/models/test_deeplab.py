@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from wsss_lib.models.cam_net import build_cam_net, model_metadata, save_model
 from wsss_lib.models.deeplab import ASPPv2, build_deeplab, load_deeplab, save_deeplab, v3_rates
+from wsss_lib.training import TrainSettings, build_optimizer
 
 
 @pytest.mark.parametrize("head", ["v2", "v3"])
@@ -58,11 +59,29 @@ def test_aspp_v2_initialisation_is_deeplabs():
 @pytest.mark.parametrize("head", ["v2", "v3"])
 def test_param_groups_split_all_parameters_once(head):
     net = build_deeplab("small_cnn", 4, "none", 8, head)
-    backbone, new = net.param_groups()
-    ids = [id(p) for p in backbone + new]
+    backbone, *new = net.param_groups()
+    ids = [id(p) for group in (backbone, *new) for p in group]
     assert len(ids) == len(set(ids)) == len(list(net.parameters()))
-    assert {id(p) for p in new} == {id(p) for p in net.head.parameters()}
+    assert {id(p) for group in new for p in group} == {id(p) for p in net.head.parameters()}
     assert {id(p) for p in backbone} == {id(p) for p in net.backbone.parameters()}
+
+
+def test_v2_optimizer_groups_follow_deeplab_pytorch():
+    """deeplab-pytorch main.py: backbone 1x lr with decay; ASPP weights 10x with decay; ASPP biases 20x, no decay."""
+    net = build_deeplab("small_cnn", 4, "none", 8, "v2")
+    settings = TrainSettings(epochs=1, batch_size=2, lr=2.5e-4, weight_decay=5e-4, momentum=0.9, poly_power=0.9,
+                             new_layer_lr_mult=10)
+    groups = build_optimizer(net, settings).param_groups
+    aspp = net.head.branches
+    expected = [
+        ({id(p) for p in net.backbone.parameters()}, 2.5e-4, 5e-4),
+        ({id(conv.weight) for conv in aspp}, 2.5e-3, 5e-4),
+        ({id(conv.bias) for conv in aspp}, 5e-3, 0.0),
+    ]
+    assert len(groups) == 3
+    for group, (ids, lr, decay) in zip(groups, expected):
+        assert {id(p) for p in group["params"]} == ids
+        assert group["lr"] == pytest.approx(lr) and group["weight_decay"] == decay
 
 
 @pytest.mark.parametrize("head,rates", [("v2", None), ("v2", (2, 4)), ("v3", None)])

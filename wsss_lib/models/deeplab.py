@@ -109,11 +109,17 @@ class DeepLab(nn.Module):
         """
         return self.head(self.backbone(x))
 
-    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, head parameters): DeepLab trains its new classifier at 10x the lr."""
+    def param_groups(self) -> tuple[list[nn.Parameter], ...]:
+        """(backbone, head weights, head biases) for the v2 head, as deeplab-pytorch (main.py, used by SC-CAM
+        and mva-wsss) trains DeepLab-v2: backbone 1x, ASPP weights 10x with weight decay, ASPP biases 20x
+        without (:func:`wsss_lib.training.build_optimizer`); (backbone, head) for torchvision's v3 head."""
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        head = [p for p in self.head.parameters() if p.requires_grad]
-        return backbone, head
+        named = [(name, p) for name, p in self.head.named_parameters() if p.requires_grad]
+        if self.head_kind != "v2":
+            return backbone, [p for _, p in named]
+        weights = [p for name, p in named if not name.endswith("bias")]
+        biases = [p for name, p in named if name.endswith("bias")]
+        return backbone, weights, biases
 
 
 def build_deeplab(backbone: str, n_classes: int, pretrained: str = "none", output_stride: int = 8,
