@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from wsss_lib.data.label_png import IGNORE_INDEX
-from wsss_lib.data.transforms import SegmentationTrainTransform, downsample_labels
+from wsss_lib.data.transforms import SegmentationTrainTransform, downsample_labels, letterbox
 
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
@@ -71,3 +71,17 @@ def test_label_image_size_mismatch_rejected():
     image, labels = coded_pair()
     with pytest.raises(ValueError, match="label map"):
         SegmentationTrainTransform(crop=32, mean=MEAN, std=STD)(image, labels[:-1], torch.Generator())
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_pads_with_the_mean():
+    """A 20 x 40 image at size 16: resized to 8 x 16 (long side 16), rows 4..11 of the canvas, mean elsewhere."""
+    image = np.zeros((20, 40, 3), dtype=np.uint8)
+    image[:, :20] = (200, 100, 50)  # left half coloured, right half black
+    mean, std = (10.0, 20.0, 30.0), (2.0, 4.0, 5.0)
+    out = letterbox(image, 16, mean, std)
+    assert out.shape == (3, 16, 16) and out.dtype == np.float32
+    assert (out[:, :4] == 0).all() and (out[:, 12:] == 0).all()  # padding = the normalised mean colour
+    expected_left = (np.array([200, 100, 50]) - mean) / std
+    expected_right = (0 - np.array(mean)) / std
+    np.testing.assert_allclose(out[:, 4:12, :7], np.broadcast_to(expected_left[:, None, None], (3, 8, 7)))
+    np.testing.assert_allclose(out[:, 4:12, 9:], np.broadcast_to(expected_right[:, None, None], (3, 8, 7)))

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from wsss_lib.data.transforms import normalise
+from wsss_lib.data.transforms import letterbox, normalise
 from wsss_lib.data.voc import class_columns, read_image
 
 
@@ -47,8 +47,9 @@ class ClassificationDataset(AugmentedImageDataset):
 
 
 class InferenceDataset(Dataset):
-    """Normalised images with their ids and labels (no augmentation): full size, or resized to
-    ``size`` x ``size`` for networks with a fixed input size (ViT)."""
+    """Normalised images with their ids and labels (no augmentation): full size, or for networks with a
+    fixed input size (ViT) letterboxed to ``size`` x ``size`` the way their training crops were padded
+    (:func:`wsss_lib.data.transforms.letterbox`)."""
 
     def __init__(self, table: pd.DataFrame, mean: Sequence[float], std: Sequence[float], size: int | None = None):
         self.ids = table["id"].tolist()
@@ -63,7 +64,7 @@ class InferenceDataset(Dataset):
     def __getitem__(self, index: int):
         image = read_image(self.images[index])
         if self.size is not None:
-            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+            return self.ids[index], torch.from_numpy(letterbox(image, self.size, self.mean, self.std)), self.labels[index]
         return self.ids[index], normalise(image, self.mean, self.std), self.labels[index]
 
     def batches(self, max_batch: int) -> list[list[int]]:

@@ -39,6 +39,21 @@ def resize_long(image: Image.Image, long_side: int) -> Image.Image:
     return image.resize(size, Image.BILINEAR)
 
 
+def letterbox(image: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(H, W, 3) uint8 -> normalised (3, size, size): resized to long side ``size`` (aspect ratio kept) and
+    centred on a canvas of zeros, the mean colour that :func:`random_crop` pads training crops with.
+
+    The test-time view of a network trained on padded crops of ``resize_long`` images at a fixed input
+    size (the ViT teacher): the whole image, undistorted, unlike a resize to ``size`` x ``size``.
+    """
+    scaled = normalise_array(resize_long(Image.fromarray(image), size), mean, std)
+    height, width = scaled.shape[-2:]
+    canvas = np.zeros((3, size, size), dtype=np.float32)
+    top, left = (size - height) // 2, (size - width) // 2
+    canvas[:, top:top + height, left:left + width] = scaled
+    return canvas
+
+
 @dataclass(frozen=True)
 class CropWindow:
     """Where a crop x crop window takes its pixels: source offsets, canvas offsets and the copied extent."""
