@@ -98,6 +98,15 @@ def previous_model(wildcards):
     return f"{R}/{wildcards.method}/cam/model.pt" if r == 1 else f"{R}/{wildcards.method}/round{r - 1}/model.pt"
 
 
+def subcategory_start(wildcards):
+    """What a round's net starts from: the previous round's model (round_init: previous) or the backbone's
+    pretrained weights (round_init: pretrained, SC-CAM and mva-wsss; a fetched file, or nothing to fetch)."""
+    if hparams(wildcards.method)["subcategory"]["round_init"] == "previous":
+        return {"init": previous_model(wildcards)}
+    weights = weights_input(wildcards)
+    return {"weights": weights} if weights else {}
+
+
 def feature_model(wildcards):
     """SC-CAM clusters the current CAM net's features; sub-category teaching the ViT teacher's."""
     if hparams(wildcards.method)["subcategory"]["features"] == "vit":

@@ -1,9 +1,11 @@
 # Sub-category methods (SC-CAM exploration, sub-category teaching): features -> clusters -> retrain, per round.
+# The teacher, the features and the clusters cover the classifier's own split (train_cam.split), so that
+# every image the sub-category head learns from has a sub-category (train_aug: the PSA / IRN / SC-CAM protocol).
 
 
 rule train_teacher:
     input:
-        train=split_csv("train"),
+        train=cam_train_csv,
         val=split_csv("val"),
         weights=teacher_weights,
     output:
@@ -31,7 +33,7 @@ rule train_teacher:
 rule extract_features:
     input:
         model=feature_model,
-        split=split_csv("train"),
+        split=cam_train_csv,
     output:
         f"{R}/{{method}}/round{{round}}/features.h5",
     params:
@@ -56,7 +58,7 @@ rule extract_features:
 checkpoint cluster_features:
     input:
         features=rules.extract_features.output[0],
-        split=split_csv("train"),
+        split=cam_train_csv,
     output:
         csv=f"{R}/{{method}}/round{{round}}/clusters.csv",
         json=f"{R}/{{method}}/round{{round}}/clusters.json",
@@ -79,11 +81,11 @@ checkpoint cluster_features:
 
 rule train_subcategory:
     input:
+        unpack(subcategory_start),
         train=cam_train_csv,
         val=split_csv("val"),
         clusters=f"{R}/{{method}}/round{{round}}/clusters.csv",
         clusters_json=clusters_of_round,
-        init=previous_model,
     output:
         model=f"{R}/{{method}}/round{{round}}/model.pt",
         log_csv=f"{R}/{{method}}/round{{round}}/train_log.csv",

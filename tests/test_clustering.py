@@ -127,6 +127,10 @@ def test_choose_partition_level_selection_and_clamp():
     assert description == "finch:level1" and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     labels, description = choose_partition(TWO_LEVELS_1D, level=5, distance="euclidean")
     assert description == "finch:level1" and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    labels, description = choose_partition(TWO_LEVELS_1D, level="coarsest", distance="euclidean")
+    assert description == "finch:level1" and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="'finest'"):
+        choose_partition(TWO_LEVELS_1D, level="finest")
 
 
 @pytest.mark.parametrize("k, expected", [

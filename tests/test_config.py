@@ -46,3 +46,67 @@ def test_method_config_merges_defaults_dataset_and_method():
 
 def test_deep_merge_replaces_lists_and_scalars():
     assert deep_merge({"a": [1, 2], "b": {"c": 1}}, {"a": [3], "b": {"d": 2}}) == {"a": [3], "b": {"c": 1, "d": 2}}
+
+
+# Each method's protocol as its source runs it, written out independently of config.yaml: the effective
+# config of every method (voc12, so only defaults and the method block apply) must hold these values.
+PROTOCOLS = {
+    "baseline": {"train_cam.mixing": "none", "train_cam.entropy_weight": 0.0,
+                 "train_cam.concentration_weight": 0.0, "subcategory.rounds": 0},
+    # mva-wsss train_cam.py mixup_data(alpha=0.2); utils.py ent_loss_weight 0.02, concent_loss_weight 2e-4
+    "mixup": {"train_cam.mixing": "mixup", "train_cam.mix_alpha": 0.2, "train_cam.entropy_weight": 0.02,
+              "train_cam.concentration_weight": 2e-4, "train_cam.split": "train"},
+    # mva-wsss forward_label_cam_manifold_mixup(mixup_alpha=0.2)
+    "manifold_mixup": {"train_cam.mixing": "manifold_mixup", "train_cam.mix_alpha": 0.2,
+                       "train_cam.entropy_weight": 0.02, "train_cam.concentration_weight": 2e-4},
+    # mva-wsss README step 8: --max_epochs 25; FMix defaults alpha 1, decay power 3
+    "fmix": {"train_cam.mixing": "fmix", "train_cam.mix_alpha": 1.0, "train_cam.fmix_decay_power": 3.0,
+             "train_cam.epochs": 25, "train_cam.entropy_weight": 0.02, "train_cam.concentration_weight": 2e-4,
+             "train_cam.split": "train"},
+    # mva-wsss README step 9: --data_train data_train_aug.csv --lr 0.05 --max_epochs 20
+    "fmix_aug": {"train_cam.mixing": "fmix", "train_cam.split": "train_aug", "train_cam.lr": 0.05,
+                 "train_cam.epochs": 20},
+    # mva-wsss README steps 4-5: one round; compute_clusters.py FINCH c[:, -1]; train_cam_clusters.py from
+    # the ImageNet weights with knowledge_distillation_loss_weight 2
+    "sce": {"subcategory.rounds": 1, "subcategory.features": "cam", "subcategory.weight": 2.0,
+            "subcategory.round_init": "pretrained", "subcategory.clustering.method": "finch",
+            "subcategory.clustering.level": "coarsest", "subcategory.clustering.n_clusters": None},
+    "sct": {"subcategory.rounds": 1, "subcategory.features": "vit", "subcategory.weight": 2.0,
+            "subcategory.round_init": "pretrained", "subcategory.clustering.method": "finch",
+            "subcategory.clustering.level": "coarsest", "subcategory.clustering.n_clusters": None},
+    # SC-CAM (Chang et al. CVPR 2020): 3 rounds, k-means k = 10 per class, loss weight 5, each round from ImageNet
+    "sc_cam": {"subcategory.rounds": 3, "subcategory.features": "cam", "subcategory.weight": 5.0,
+               "subcategory.round_init": "pretrained", "subcategory.clustering.method": "kmeans",
+               "subcategory.clustering.n_clusters": 10, "train_cam.mixing": "none"},
+}
+
+
+def dotted(tree, key):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def test_every_method_has_a_pinned_protocol():
+    assert set(load_config()["methods"]) == set(PROTOCOLS)
+
+
+@pytest.mark.parametrize("method", sorted(PROTOCOLS))
+def test_method_protocol_matches_its_source(method):
+    config = {**load_config(), "dataset": "voc12"}
+    effective = method_config(config, method)
+    mismatched = {key: (dotted(effective, key), value) for key, value in PROTOCOLS[method].items()
+                  if dotted(effective, key) != value}
+    assert not mismatched, mismatched
+    published = effective["published"]
+    assert published["source"] and set(published) - {"source", "train_set"}  # at least one figure
+
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "voc12"])
+def test_train_aug_switch_moves_every_method_to_train_aug(dataset):
+    switch = yaml.safe_load((REPO / "config" / "train_aug.yaml").read_text())
+    config = deep_merge({**load_config(), "dataset": dataset}, switch)
+    validate(config, SCHEMA)
+    assert {m: method_config(config, m)["train_cam"]["split"] for m in PROTOCOLS} == dict.fromkeys(PROTOCOLS, "train_aug")
+    assert method_config(load_config(), "fmix")["train_cam"]["split"] == "train"  # not without the switch

@@ -164,12 +164,14 @@ ONE_EPOCH_EVERY_METHOD = {
         "teacher": {"preset": "vit_tiny_scratch", "pretrained": "none", "image_size": 64, "epochs": 2,
                     "batch_size": 8, "resize_long": [56, 72]}}},
     # method blocks override the dataset's hparams, so their own epoch counts are cut here too
-    # fmix_aug also takes its pseudo-labels and DeepLab to train_aug
+    # fmix_aug also takes its pseudo-labels and DeepLab to train_aug; the sub-category methods learn from
+    # train_aug (PSA / IRN / SC-CAM protocol): teacher, features, clusters and rounds all on its 64 images
     "methods": {"fmix": {"train_cam": {"epochs": 1}},
                 "fmix_aug": {"train_cam": {"epochs": 1}, "segment": {"split": "train_aug"}},
-                "sce": {"subcategory": {"rounds": 2}}, "sct": {"subcategory": {"rounds": 2}}},
+                **{method: {"subcategory": {"rounds": 2}, "train_cam": {"split": "train_aug"}}
+                   for method in ("sce", "sct", "sc_cam")}},
 }
-METHODS = ["baseline", "mixup", "manifold_mixup", "fmix", "fmix_aug", "sce", "sct"]
+METHODS = ["baseline", "mixup", "manifold_mixup", "fmix", "fmix_aug", "sce", "sct", "sc_cam"]
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +275,7 @@ def test_refinement_runs_after_a_subcategory_method(every_method_run):
     assert len(list((results / "refine/pseudo").glob("*.png"))) == 48
 
 
-@pytest.mark.parametrize("method", ["sce", "sct"])
+@pytest.mark.parametrize("method", ["sce", "sct", "sc_cam"])
 def test_subcategory_head_size_equals_the_count_found(every_method_run, method):
     import pandas as pd
     import torch
@@ -284,6 +286,7 @@ def test_subcategory_head_size_equals_the_count_found(every_method_run, method):
         info = json.loads((results / f"round{r}/clusters.json").read_text())
         table = pd.read_csv(results / f"round{r}/clusters.csv")
         assert info["total"] == table.shape[1] - 1 == sum(info["per_class"].values()) > 0
+        assert len(table) == 64  # every train_aug image has its sub-categories
         blob = torch.load(results / f"round{r}/model.pt", weights_only=True)
         assert blob["meta"]["n_subcategories"] == info["total"]
         assert blob["state_dict"]["sub_classifier.weight"].shape[0] == info["total"]

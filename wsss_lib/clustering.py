@@ -148,13 +148,14 @@ def finch_required(features: np.ndarray, n_clusters: int, distance: str = "cosin
     return merge_closest_until(array, start, n_clusters, distance)
 
 
-def choose_partition(features: np.ndarray, method: str = "finch", level: int = 0,
+def choose_partition(features: np.ndarray, method: str = "finch", level: int | str = 0,
                      n_clusters: int | None = None, distance: str = "cosine",
                      seed: int = 0) -> tuple[np.ndarray, str]:
     """Sub-category labels for one class's features, and a short description of how they were made.
 
     - ``method="finch"``, ``n_clusters=None``: FINCH partition ``level`` (0 = finest), clamped to
-      the coarsest level available. Description ``"finch:level<L>"`` with the level actually used.
+      the coarsest level available; ``level="coarsest"`` takes the last one, as mva-wsss
+      (compute_clusters.py: ``c[:, -1]``). Description ``"finch:level<L>"`` with the level used.
     - ``method="finch"``, ``n_clusters=k``: exactly ``min(k, N)`` clusters via
       :func:`finch_required`. Description ``"finch:req<k>"``.
     - ``method="kmeans"``: scikit-learn KMeans with ``min(k, N)`` clusters, ``n_init=10``,
@@ -168,8 +169,8 @@ def choose_partition(features: np.ndarray, method: str = "finch", level: int = 0
     if n_clusters is not None and (isinstance(n_clusters, bool) or int(n_clusters) != n_clusters
                                    or n_clusters < 1):
         raise ValueError(f"n_clusters must be a positive integer or None, got {n_clusters!r}")
-    if isinstance(level, bool) or int(level) != level or level < 0:
-        raise ValueError(f"level must be a non-negative integer, got {level!r}")
+    if level != "coarsest" and (isinstance(level, (bool, str)) or int(level) != level or level < 0):
+        raise ValueError(f"level must be a non-negative integer or 'coarsest', got {level!r}")
     array = _validate_features(features)
     if method == "kmeans":
         if n_clusters is None:
@@ -180,7 +181,7 @@ def choose_partition(features: np.ndarray, method: str = "finch", level: int = 0
         k = min(int(n_clusters), array.shape[0])
         return finch_required(array, k, distance), f"finch:req{k}"
     partitions = finch_partitions(array, distance)
-    used = min(int(level), len(partitions) - 1)
+    used = len(partitions) - 1 if level == "coarsest" else min(int(level), len(partitions) - 1)
     return partitions[used], f"finch:level{used}"
 
 

@@ -7,7 +7,7 @@ from wsss_lib.training import job_resume
 
 resume = job_resume(snakemake, per="epochs")
 train_subcategory(snakemake.input.train, snakemake.input.val, snakemake.input.clusters,
-                  snakemake.input.clusters_json, snakemake.input.init, snakemake.output.model,
+                  snakemake.input.clusters_json, snakemake.input.get("init"), snakemake.output.model,
                   snakemake.output.log_csv, snakemake.params.hp, n_subcategories=snakemake.params.n_subcategories,
-                  device=snakemake.config["device"], threads=snakemake.threads, resume=resume,
+                  weights_file=snakemake.input.get("weights"), device=snakemake.config["device"], threads=snakemake.threads, resume=resume,
                   method=snakemake.wildcards.method, round_index=int(snakemake.wildcards.round))

@@ -118,13 +118,17 @@ def read_cluster_count(json_path: str | Path) -> int:
     return info["total"]
 
 
-def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_json: str, init_model: str,
+def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_json: str, init_model: str | None,
                       model_out: str, log_out: str, hp: Mapping[str, Any], *, n_subcategories: int,
-                      device: str = "auto", threads: int = 1, resume: ResumeSpec | None = None,
-                      method: str = "", round_index: int = 1) -> list[dict]:
-    """Retrain the CAM net with a sub-category head sized from clusters.json, starting from ``init_model``.
+                      weights_file: str | None = None, device: str = "auto", threads: int = 1,
+                      resume: ResumeSpec | None = None, method: str = "", round_index: int = 1) -> list[dict]:
+    """Retrain the CAM net with a sub-category head sized from clusters.json.
 
-    Loss = parent multi-label loss + weight * sub-category multi-label loss (SC-CAM Sec. 3).
+    The net starts from ``init_model`` (the previous round's, ``subcategory.round_init: previous``) or,
+    with ``init_model=None``, from the backbone's pretrained weights (``hp["pretrained"]``, a fetched
+    ``weights_file``) as SC-CAM (Sec. 3.3: each round re-trains from ImageNet) and mva-wsss
+    (train_cam_clusters.py without --load_model) do. Loss = parent multi-label loss + weight *
+    sub-category multi-label loss (SC-CAM Sec. 3).
     """
     torch.set_num_threads(max(1, threads))
     opts = hp["train_cam"]
@@ -143,22 +147,31 @@ def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_
     sub_columns = list(clusters.columns[1:])
     merged[sub_columns] = merged[sub_columns].astype(int)
 
-    initial, init_meta = load_cam_net(init_model)
-    model = build_cam_net(init_meta["backbone"], len(class_names), "none", init_meta["output_stride"],
-                          n_subcategories=n_subcategories)
-    state = {k: v for k, v in initial.state_dict().items() if not k.startswith("sub_classifier.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("sub_classifier.") for k in missing):
-        raise ValueError(f"{init_model} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    mean, std = init_meta["input_mean"], init_meta["input_std"]
+    if init_model is None:
+        backbone = hp["backbone"]
+        model = build_cam_net(backbone, len(class_names), hp["pretrained"], hp["output_stride"], weights_file,
+                              n_subcategories=n_subcategories)
+        mean, std = model.backbone.input_mean, model.backbone.input_std
+        start = f"pretrained: {hp['pretrained']}"
+    else:
+        initial, init_meta = load_cam_net(init_model)
+        backbone = init_meta["backbone"]
+        model = build_cam_net(backbone, len(class_names), "none", init_meta["output_stride"],
+                              n_subcategories=n_subcategories)
+        state = {k: v for k, v in initial.state_dict().items() if not k.startswith("sub_classifier.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("sub_classifier.") for k in missing):
+            raise ValueError(f"{init_model} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        mean, std = init_meta["input_mean"], init_meta["input_std"]
+        start = f"round {round_index - 1}: {init_model}"
     rows = train_classifier(
         model, ClassificationDataset(merged, train_transform(opts, mean, std), seed=opts["seed"] + round_index),
         InferenceDataset(read_split_table(val_csv, class_names), mean, std), TrainSettings.from_config(opts),
         build_batch_loss(objective_from_config(opts, hp["subcategory"]["weight"])), resolve_device(device),
         log_out, resume,
     )
-    meta = model_metadata(model, init_meta["backbone"], class_names, method=method, config_hash=config_hash(dict(hp)),
-                          pretrained=f"round {round_index - 1}: {init_model}", input_mean=list(mean),
+    meta = model_metadata(model, backbone, class_names, method=method, config_hash=config_hash(dict(hp)),
+                          pretrained=start, input_mean=list(mean),
                           input_std=list(std), round=round_index, subcategory_columns=sub_columns)
     save_model(model_out, model.cpu(), meta)
     return rows
