@@ -172,8 +172,7 @@ def cam_split_csv(wildcards):
 def affinity_training_params(method):
     """What AffinityNet's training depends on: its backbone and the affinity block (not the CRF or walk)."""
     hp = hparams(method)
-    return {"backbone": hp["backbone"], "pretrained": hp["pretrained"], "output_stride": hp["output_stride"],
-            "refine": {"affinity": hp["refine"]["affinity"]}}
+    return {"backbone": hp["backbone"], "pretrained": hp["pretrained"], "refine": {"affinity": hp["refine"]["affinity"]}}
 
 
 def affinity_training_inputs(wildcards):

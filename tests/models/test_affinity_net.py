@@ -22,6 +22,18 @@ def test_embedding_has_the_affinity_stride(backbone, output_stride, stride, size
     assert torch.all(out >= -1.0)  # ELU output
 
 
+def test_output_stride_8_taps_three_native_stride_8_levels():
+    """PSA's three tapped levels are all at stride 8; with an output-stride-16 ResNet two would be at 16."""
+    for output_stride, expected in ((8, [8, 8, 8]), (16, [8, 16, 16])):
+        net = build_affinity_net("resnet18", "none", output_stride, 8).eval()
+        x, strides = torch.zeros(1, 3, 64, 64), []
+        with torch.no_grad():
+            for stage in net.backbone.stages:
+                x = stage(x)
+                strides.append(64 // x.shape[-1])
+        assert strides[-3:] == expected, (output_stride, strides)
+
+
 def test_param_groups_split_all_parameters_once():
     net = build_affinity_net("small_cnn", "none", 8, 8)
     backbone, new = net.param_groups()

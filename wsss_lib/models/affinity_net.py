@@ -4,7 +4,9 @@ PSA (Ahn & Kwak, CVPR 2018, Sec. 3.3): the features of the last three backbone l
 reduced by a 1x1 convolution (64, 128 and 256 channels, ELU), brought to one resolution (stride 8),
 concatenated and mixed by a 1x1 convolution (448 channels, ELU). The affinity of two positions is
 then ``exp(-mean |f_i - f_j|)`` (see wsss_lib.affinity). Any backbone of wsss_lib.models.backbones
-works: its last three stages are tapped and resized to the configured stride (8 or 4).
+works: its last three stages are tapped and resized to the configured stride (8 or 4). PSA's taps are
+native stride-8 features (ResNet-38 dilates its last stages), so the backbone is built at output stride
+8 by default (``refine.affinity.output_stride``); at 16, two of the three taps would be upsampled.
 """
 
 from __future__ import annotations

@@ -119,10 +119,10 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
         if init_model is None:
             raise ValueError("refine.affinity.init: cam needs the method's CAM model")
         cam_net, _ = load_cam_net(init_model)
-        model = build_affinity_net(hp["backbone"], "none", hp["output_stride"], opts["stride"])
+        model = build_affinity_net(hp["backbone"], "none", opts["output_stride"], opts["stride"])
         model.backbone.load_state_dict(cam_net.backbone.state_dict())
     else:
-        model = build_affinity_net(hp["backbone"], hp["pretrained"], hp["output_stride"], opts["stride"], weights_file)
+        model = build_affinity_net(hp["backbone"], hp["pretrained"], opts["output_stride"], opts["stride"], weights_file)
     backbone = model.backbone
     transform = SegmentationTrainTransform(
         crop=opts["crop"], mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
