@@ -101,3 +101,68 @@ def test_objective_from_config_and_bad_values():
     with pytest.raises(ValueError, match="manifold_stages"):
         mixed_features(build_cam_net("small_cnn", 2, "none", 8), torch.randn(2, 3, 16, 16),
                        Objective("manifold_mixup", manifold_stages=(9,)), torch.Generator().manual_seed(0))
+
+
+def test_subcategory_loss_equals_direct_computation(batch):
+    """SC-CAM Sec. 3: parent multi-label loss + weight * multi-label loss over the sub-categories, both on GAP logits."""
+    images, labels = batch
+    torch.manual_seed(2)
+    net = build_cam_net("small_cnn", 4, "none", 8, n_subcategories=7).eval()
+    sub_labels = torch.zeros(6, 7)
+    sub_labels[torch.arange(6), torch.tensor([0, 3, 6, 2, 2, 5])] = 1.0
+    loss, parts = build_batch_loss(Objective(subcategory_weight=5.0))(
+        net, images, torch.cat([labels, sub_labels], 1), torch.Generator().manual_seed(0))
+    pooled = F.adaptive_avg_pool2d(net.features(images), 1)
+    parent = F.multilabel_soft_margin_loss(net.classifier(pooled).flatten(1), labels)
+    # written out: -mean over classes of [y log sigmoid(z) + (1 - y) log sigmoid(-z)], mean over the batch
+    z = net.sub_classifier(pooled).flatten(1)
+    sub = -(sub_labels * F.logsigmoid(z) + (1 - sub_labels) * F.logsigmoid(-z)).mean(1).mean()
+    torch.testing.assert_close(loss, parent + 5.0 * sub, rtol=1e-5, atol=1e-6)
+    assert parts["subcategory"] == pytest.approx(sub.item(), rel=1e-5)
+
+
+def shipped_objective(method):
+    import yaml
+
+    from conftest import REPO
+    from wsss_lib.config import method_config
+
+    config = {**yaml.safe_load((REPO / "config" / "config.yaml").read_text()), "dataset": "voc12"}
+    hp = method_config(config, method)
+    weight = hp["subcategory"]["weight"] if hp["subcategory"]["rounds"] else 0.0
+    return objective_from_config(hp["train_cam"], weight)
+
+
+@pytest.mark.parametrize("method,mixes,regularised,sub_weight", [
+    ("baseline", False, False, 0.0), ("mixup", True, True, 0.0), ("manifold_mixup", True, True, 0.0),
+    ("fmix", True, True, 0.0), ("fmix_aug", True, True, 0.0), ("sce", False, False, 2.0), ("sct", False, False, 2.0),
+    ("sc_cam", False, False, 5.0),
+])
+def test_each_methods_loss_differs_from_the_baseline_as_its_source_says(model, batch, method, mixes, regularised,
+                                                                        sub_weight):
+    """On one batch: mixing methods change what the classifier sees (their classification term differs from the
+    baseline's); Mixup-CAM's entropy (0.02) and concentration (2e-4) terms appear with their weights; the
+    sub-category methods add their term with weight 2 (mva-wsss) or 5 (SC-CAM) and mix nothing."""
+    images, labels = batch
+    objective = shipped_objective(method)
+    torch.manual_seed(3)
+    # train mode: batch statistics give the untrained net's features unit scale (its running statistics shrink
+    # them to ~1e-4); the heads start at zero, which would make every input's logits equal
+    net = build_cam_net("small_cnn", 4, "none", 8, n_subcategories=3 if sub_weight else 0).train()
+    with torch.no_grad():
+        for head in filter(None, (net.classifier, net.sub_classifier)):
+            head.weight.normal_(0.0, 0.5)
+    targets = torch.cat([labels, torch.eye(3)[torch.arange(6) % 3]], 1) if sub_weight else labels
+    loss, parts = build_batch_loss(objective)(net, images, targets, torch.Generator().manual_seed(4))
+    baseline_cls = F.multilabel_soft_margin_loss(net(images), labels).item()
+    assert (abs(parts["cls"] - baseline_cls) > 1e-4) == mixes, (parts["cls"], baseline_cls)
+    expected = parts["cls"]
+    if regularised:
+        assert set(parts) == {"cls", "entropy", "concentration"}
+        expected += 0.02 * parts["entropy"] + 2e-4 * parts["concentration"]
+    if sub_weight:
+        assert set(parts) == {"cls", "subcategory"} and objective.subcategory_weight == sub_weight
+        expected += sub_weight * parts["subcategory"]
+    if not regularised and not sub_weight:
+        assert set(parts) == {"cls"}
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
