@@ -3,7 +3,8 @@
 #
 #   bash scripts/slurm_cluster.sh start    install Debian's SLURM + munge if missing, configure, start, wait for idle
 #   bash scripts/slurm_cluster.sh status   sinfo / squeue, or "not running"
-#   bash scripts/slurm_cluster.sh stop     cancel jobs, stop the daemons started by `start` (by their recorded PIDs)
+#   bash scripts/slurm_cluster.sh stop     cancel jobs, stop the daemons started by `start` (by their recorded PIDs),
+#                                          remove the slurm.conf / gres.conf it wrote
 #
 # The node is localhost with the machine's CPUs and memory and one fake GPU (gres on /dev/null), in two
 # partitions, `gpu` and `cpu`, like the ones profiles/slurm expects. No slurmdbd: `sacct` does not
@@ -155,7 +156,21 @@ start() {
     sinfo
 }
 
+remove_config() {
+    # With a slurm.conf whose controller is gone, every `snakemake` on this machine waits ~9 s: the SLURM
+    # executor plugin runs `scontrol show config` when it is loaded, and scontrol retries the controller.
+    local file
+    for file in "$CONF" "$GRES_CONF"; do
+        if [ -f "$file" ] && grep -qF "$MARKER" "$file"; then rm -f "$file"; fi
+    done
+}
+
 stop() {
+    stop_daemons
+    remove_config
+}
+
+stop_daemons() {
     local name pid pids=() i
     # running jobs' slurmstepd processes would outlive slurmd
     if pid_of slurmctld >/dev/null; then

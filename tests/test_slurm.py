@@ -64,6 +64,9 @@ def slurm_cluster():
     finally:
         # also after a failed or timed-out start: the script stops only the daemons it recorded
         subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, text=True, timeout=120)
+        # and removes its slurm.conf: one left behind makes every later `snakemake` wait ~9 s for scontrol
+        assert not Path("/etc/slurm/slurm.conf").exists() or "wsss-pipeline" not in Path(
+            "/etc/slurm/slurm.conf").read_text()
 
 
 @pytest.fixture(scope="module")
