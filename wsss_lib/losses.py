@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mixed_multilabel_loss", "prediction_entropy", "concentration_loss",
+__all__ = ["mixed_multilabel_loss", "prediction_entropy", "concentration_loss", "class_spreads", "present_sum",
            "concentration_loss_reference"]
 
 
@@ -61,7 +61,8 @@ def grid_coordinates(size: int, dtype: torch.dtype, device: torch.device) -> tor
 
 
 def concentration_loss(maps: torch.Tensor, labels: torch.Tensor, eps: float = SCOPS_EPS) -> torch.Tensor:
-    """Spatial spread of each present class's map, summed over classes, mean over the batch.
+    """Spatial spread of each present class's map, summed over classes, mean over the batch:
+    :func:`present_sum` of :func:`class_spreads`.
 
     Mixup-CAM (Chang et al. BMVC 2020, Sec. 3) concentration loss, after SCOPS (Hung et al. CVPR
     2019, Sec. 3), in the form mva-wsss trains with (loss_scheduler_optimizer.py, train_cam.py):
@@ -80,7 +81,19 @@ def concentration_loss(maps: torch.Tensor, labels: torch.Tensor, eps: float = SC
     far from the origin. Absent classes are removed with ``torch.where`` rather than by indexing,
     which keeps shapes static (no host sync on GPU) and gives them an exactly zero gradient.
     """
-    batch, _, height, width = maps.shape
+    return present_sum(class_spreads(maps, eps), labels)
+
+
+def present_sum(spreads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of the (B, K) ``spreads`` over the classes present (``labels > 0.5``), mean over the batch."""
+    present = labels.to(spreads.device) > 0.5
+    return torch.where(present, spreads, torch.zeros_like(spreads)).sum() / spreads.shape[0]
+
+
+def class_spreads(maps: torch.Tensor, eps: float = SCOPS_EPS) -> torch.Tensor:
+    """(B, K) spread of every map (see :func:`concentration_loss`): computed once, it serves both mixing
+    partners' label sets."""
+    _, _, height, width = maps.shape
     shifted = maps + eps
     p = shifted / shifted.sum(dim=(-2, -1), keepdim=True)
     rows = grid_coordinates(height, maps.dtype, maps.device)
@@ -89,9 +102,7 @@ def concentration_loss(maps: torch.Tensor, labels: torch.Tensor, eps: float = SC
     p_cols = p.sum(dim=-2)
     mu_y = (p_rows * rows).sum(dim=-1, keepdim=True)
     mu_x = (p_cols * cols).sum(dim=-1, keepdim=True)
-    spread = (p_rows * (rows - mu_y) ** 2).sum(dim=-1) + (p_cols * (cols - mu_x) ** 2).sum(dim=-1)
-    present = labels.to(maps.device) > 0.5
-    return torch.where(present, spread, torch.zeros_like(spread)).sum() / batch
+    return (p_rows * (rows - mu_y) ** 2).sum(dim=-1) + (p_cols * (cols - mu_x) ** 2).sum(dim=-1)
 
 
 def concentration_loss_reference(maps: torch.Tensor, labels: torch.Tensor, eps: float = SCOPS_EPS) -> torch.Tensor:

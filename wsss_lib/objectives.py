@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from wsss_lib.losses import concentration_loss, mixed_multilabel_loss, prediction_entropy
+from wsss_lib.losses import class_spreads, mixed_multilabel_loss, prediction_entropy, present_sum
 from wsss_lib.mixing import fmix_mask, mix, random_permutation, sample_lambda
 from wsss_lib.training import BatchLoss
 
@@ -115,9 +115,8 @@ def build_batch_loss(objective: Objective) -> BatchLoss:
         if objective.concentration_weight:
             # mva-wsss train_cam.py: the ReLU class maps softmaxed over the classes; a mixed image's term is
             # lam * L(own classes) + (1 - lam) * L(partner's classes) (weight = 1, perm = identity unmixed)
-            maps = torch.softmax(F.relu(class_maps), dim=1)
-            concentration = (weight * concentration_loss(maps, labels)
-                             + (1 - weight) * concentration_loss(maps, labels[perm]))
+            spreads = class_spreads(torch.softmax(F.relu(class_maps), dim=1))
+            concentration = weight * present_sum(spreads, labels) + (1 - weight) * present_sum(spreads, labels[perm])
             loss = loss + objective.concentration_weight * concentration
             parts["concentration"] = concentration.item()
         return loss, parts

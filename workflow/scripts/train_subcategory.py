@@ -9,5 +9,6 @@ resume = job_resume(snakemake, per="epochs")
 train_subcategory(snakemake.input.train, snakemake.input.val, snakemake.input.clusters,
                   snakemake.input.clusters_json, snakemake.input.get("init"), snakemake.output.model,
                   snakemake.output.log_csv, snakemake.params.hp, n_subcategories=snakemake.params.n_subcategories,
-                  weights_file=snakemake.input.get("weights"), device=snakemake.config["device"], threads=snakemake.threads, resume=resume,
-                  method=snakemake.wildcards.method, round_index=int(snakemake.wildcards.round))
+                  weights_file=snakemake.input.get("weights"), device=snakemake.config["device"],
+                  threads=snakemake.threads, resume=resume, method=snakemake.wildcards.method,
+                  round_index=int(snakemake.wildcards.round))
