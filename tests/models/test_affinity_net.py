@@ -34,6 +34,29 @@ def test_output_stride_8_taps_three_native_stride_8_levels():
         assert strides[-3:] == expected, (output_stride, strides)
 
 
+@pytest.mark.parametrize("backbone,undilated_stride", [
+    ("small_cnn", 16), ("resnet18", 32), ("efficientnet_lite0", 32),
+])
+def test_taps_are_the_ends_of_the_last_three_resolution_levels(backbone, undilated_stride):
+    """As PSA's conv4/conv5/conv6 of ResNet-38: the last stage at each of the three deepest strides of the
+    undilated net (measured here by a forward pass), whatever output stride the affinity backbone has."""
+    from wsss_lib.models.backbones import build_backbone
+
+    plain = build_backbone(backbone, "none", undilated_stride).eval()
+    x, measured = torch.zeros(1, 3, 64, 64), []
+    with torch.no_grad():
+        for stage in plain.stages:
+            x = stage(x)
+            measured.append(64 // x.shape[-1])
+    assert list(plain.stage_strides) == measured
+    deepest = sorted(set(measured))[-3:]
+    expected = tuple(max(i for i, s in enumerate(measured) if s == level) for level in deepest)
+    net = build_affinity_net(backbone, "none", 8, 8)
+    assert net.taps == expected
+    if backbone == "efficientnet_lite0":  # not its three stride-32 stages (192, 320, 1280 channels)
+        assert [r.in_channels for r in net.reducers] == [40, 112, 1280]
+
+
 def test_param_groups_split_all_parameters_once():
     net = build_affinity_net("small_cnn", "none", 8, 8)
     backbone, new = net.param_groups()

@@ -1,7 +1,8 @@
 """Feature backbones with a common interface.
 
 Every backbone is an ``nn.Module`` with ``stages`` (an ``nn.ModuleList`` applied in order: the points
-where a method may tap or mix features), ``out_channels``, ``output_stride`` and the input
+where a method may tap or mix features), ``stage_strides`` (each stage's output stride in the undilated
+network, whatever ``output_stride`` it was built with), ``out_channels``, ``output_stride`` and the input
 normalisation it expects (``input_mean`` / ``input_std`` in 0-255 units).
 
 - resnet50 / resnet101 (He et al. CVPR 2016; torchvision's definitions) reach output stride 16 (or 8)
@@ -34,6 +35,7 @@ class Backbone(nn.Module):
     """Stages applied in order; subclasses fill in the attributes."""
 
     stages: nn.ModuleList
+    stage_strides: tuple[int, ...]
     out_channels: int
     output_stride: int
     input_mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -43,6 +45,19 @@ class Backbone(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x
+
+
+def level_ends(backbone: Backbone) -> list[int]:
+    """Index of the last stage of each resolution level (stages of equal undilated stride), shallow to deep.
+
+    These are a backbone's natural feature taps: ResNet's layer1..layer4, or EfficientNet's stride-8, -16
+    and -32 groups, where several consecutive stages share a level.
+    """
+    strides = backbone.stage_strides
+    if len(strides) != len(backbone.stages):
+        raise ValueError(f"{type(backbone).__name__} declares {len(strides)} stage strides for "
+                         f"{len(backbone.stages)} stages")
+    return [i for i in range(len(strides)) if i + 1 == len(strides) or strides[i + 1] != strides[i]]
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -69,6 +84,7 @@ class SmallCNN(Backbone):
             stages.append(nn.Sequential(_conv_bn_relu(in_ch, out_ch, stride), _conv_bn_relu(out_ch, out_ch, 1, dilation)))
             in_ch = out_ch
         self.stages = nn.ModuleList(stages)
+        self.stage_strides = (2, 4, 8, 16)
         self.out_channels = in_ch
         self.output_stride = output_stride
 
@@ -92,6 +108,7 @@ class ResNetBackbone(Backbone):
         self.stages = nn.ModuleList(
             [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3, net.layer4]
         )
+        self.stage_strides = (4, 4, 8, 16, 32)
         self.out_channels = net.fc.in_features
         self.output_stride = output_stride
 

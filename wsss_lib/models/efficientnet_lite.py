@@ -219,7 +219,9 @@ class EfficientNetLite0(nn.Module):
 
         stages: list[nn.Module] = [ConvBNAct(3, STEM_CHANNELS, 3, stride=_STEM_STRIDE)]
         current_stride, dilation, in_channels = _STEM_STRIDE, 1, STEM_CHANNELS
+        native = [_STEM_STRIDE]
         for expand_ratio, kernel_size, stride, out_channels, repeats in BLOCK_GROUPS:
+            native.append(native[-1] * stride)
             previous_dilation = dilation
             if stride > 1 and current_stride >= output_stride:
                 # Atrous algorithm: drop the downsampling; the (formerly strided) first depthwise
@@ -245,6 +247,7 @@ class EfficientNetLite0(nn.Module):
             stages.append(nn.Sequential(*blocks))
         stages.append(ConvBNAct(in_channels, HEAD_CHANNELS, 1))
         self.stages = nn.ModuleList(stages)
+        self.stage_strides = tuple(native + native[-1:])  # undilated: 2, 2, 4, 8, 16, 16, 32, 32, 32
 
         self.fc: _ImageNetClassifier | None = _ImageNetClassifier() if with_imagenet_head else None
 
