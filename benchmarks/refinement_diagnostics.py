@@ -50,44 +50,47 @@ def print_scores(label: str, result: dict, focus) -> None:
     print("    " + " ".join(f"{k}={v:.3f}" for k, v in iou.items()))
 
 
+def masked_entries(store_path: str, split_csv: str):
+    """(image id, image path, ground-truth mask, store entry) for every image of the split that has a mask."""
+    with StoreReader(store_path) as store:
+        table = read_split_table(split_csv, list(store.attrs["class_names"]))
+        for image_id, image_path, mask in zip(table["id"], table["image"], table["mask"]):
+            if mask:
+                yield image_id, image_path, read_label_png(mask), store[image_id]
+
+
+def class_names_of(store_path: str) -> list[str]:
+    with StoreReader(store_path) as store:
+        return ["background", *store.attrs["class_names"]]
+
+
 def cam_share(store_path: str, split_csv: str, threshold: float) -> tuple[float, float, float]:
     """(share of pixels above threshold, their class precision, share of object pixels in the masks)."""
     above = correct = pixels = objects = 0
-    with StoreReader(store_path) as store:
-        table = read_split_table(split_csv, list(store.attrs["class_names"]))
-        for image_id, mask in zip(table["id"], table["mask"]):
-            if not mask:
-                continue
-            gt = read_label_png(mask)
-            entry = store[image_id]
-            label, peak = strongest_class(entry["high_res"].astype(np.float32), entry["keys"])
-            valid = gt != IGNORE
-            hit = (peak > threshold) & valid
-            above += int(hit.sum())
-            correct += int((label[hit] == gt[hit]).sum())
-            pixels += int(valid.sum())
-            objects += int(((gt != 0) & valid).sum())
+    for _, _, gt, entry in masked_entries(store_path, split_csv):
+        label, peak = strongest_class(entry["high_res"].astype(np.float32), entry["keys"])
+        valid = gt != IGNORE
+        hit = (peak > threshold) & valid
+        above += int(hit.sum())
+        correct += int((label[hit] == gt[hit]).sum())
+        pixels += int(valid.sum())
+        objects += int(((gt != 0) & valid).sum())
     return above / pixels, correct / max(above, 1), objects / pixels
 
 
 def crf_precision(store_path: str, split_csv: str) -> dict:
     counts = dict.fromkeys(("fg", "fg_right", "bg", "bg_right", "ignored", "pixels"), 0)
-    with StoreReader(store_path) as store:
-        table = read_split_table(split_csv, list(store.attrs["class_names"]))
-        for image_id, mask in zip(table["id"], table["mask"]):
-            if not mask:
-                continue
-            gt = read_label_png(mask)
-            labels = store[image_id]["labels"]
-            valid = gt != IGNORE
-            fg = (labels != 0) & (labels != IGNORE) & valid
-            bg = (labels == 0) & valid
-            counts["fg"] += int(fg.sum())
-            counts["fg_right"] += int((labels[fg] == gt[fg]).sum())
-            counts["bg"] += int(bg.sum())
-            counts["bg_right"] += int((gt[bg] == 0).sum())
-            counts["ignored"] += int(((labels == IGNORE) & valid).sum())
-            counts["pixels"] += int(valid.sum())
+    for _, _, gt, entry in masked_entries(store_path, split_csv):
+        labels = entry["labels"]
+        valid = gt != IGNORE
+        fg = (labels != 0) & (labels != IGNORE) & valid
+        bg = (labels == 0) & valid
+        counts["fg"] += int(fg.sum())
+        counts["fg_right"] += int((labels[fg] == gt[fg]).sum())
+        counts["bg"] += int(bg.sum())
+        counts["bg_right"] += int((gt[bg] == 0).sum())
+        counts["ignored"] += int(((labels == IGNORE) & valid).sum())
+        counts["pixels"] += int(valid.sum())
     return {"foreground_precision": counts["fg_right"] / max(counts["fg"], 1),
             "background_precision": counts["bg_right"] / max(counts["bg"], 1),
             "ignored_share": counts["ignored"] / max(counts["pixels"], 1)}
@@ -102,30 +105,24 @@ def walk_study(model_path: str, cams_path: str, split_csv: str, alphas, betas, e
     offsets = neighbour_offsets(meta["radius"])
     pairs = {k: np.zeros(3) for k in ("background pairs", "same-object pairs", "different-class pairs")}
     confusions: dict[tuple, np.ndarray] = {}
-    with StoreReader(cams_path) as store:
-        names = ["background", *store.attrs["class_names"]]
-        table = read_split_table(split_csv, names[1:])
-        for image_id, image_path, mask in zip(table["id"], table["image"], table["mask"]):
-            if not mask:
-                continue
-            gt = read_label_png(mask)
-            image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None]
-            affinity = pair_affinities(model(image).float(), offsets)[0]
-            coarse = torch.from_numpy(downsample_labels(gt, meta["stride"]).astype(np.int64))
-            for key, member in zip(pairs, pair_labels(coarse, offsets)):
-                pairs[key] += [float((affinity * member).sum()), float((affinity ** beta_for_pairs * member).sum()),
-                               float(member.sum())]
-            entry = store[image_id]
-            cams, keys = entry["high_res"].astype(np.float32), entry["keys"]
-            lookup = np.concatenate([[0], keys + 1]).astype(np.uint8)
-            for alpha in alphas:
-                plain = lookup[np.concatenate([(1 - cams.max(0, initial=0))[None] ** alpha, cams]).argmax(0)]
-                key = ("CAM, no walk", alpha, "-", "-")
-                confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, plain, len(names))
-                for beta, exp_times in itertools.product(betas, exps):
-                    walked = random_walk_labels(cams, keys, affinity, offsets, meta["stride"], alpha, beta, exp_times)
-                    key = ("walk", alpha, beta, exp_times)
-                    confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, walked, len(names))
+    names = class_names_of(cams_path)
+    for _, image_path, gt, entry in masked_entries(cams_path, split_csv):
+        image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None]
+        affinity = pair_affinities(model(image).float(), offsets)[0]
+        coarse = torch.from_numpy(downsample_labels(gt, meta["stride"]).astype(np.int64))
+        for key, member in zip(pairs, pair_labels(coarse, offsets)):
+            pairs[key] += [float((affinity * member).sum()), float((affinity ** beta_for_pairs * member).sum()),
+                           float(member.sum())]
+        cams, keys = entry["high_res"].astype(np.float32), entry["keys"]
+        lookup = np.concatenate([[0], keys + 1]).astype(np.uint8)
+        for alpha in alphas:
+            plain = lookup[np.concatenate([(1 - cams.max(0, initial=0))[None] ** alpha, cams]).argmax(0)]
+            key = ("CAM, no walk", alpha, "-", "-")
+            confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, plain, len(names))
+            for beta, exp_times in itertools.product(betas, exps):
+                walked = random_walk_labels(cams, keys, affinity, offsets, meta["stride"], alpha, beta, exp_times)
+                key = ("walk", alpha, beta, exp_times)
+                confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, walked, len(names))
     for key, (total, powered, count) in pairs.items():
         print(f"  {key:<22} {int(count):>9} pairs: mean affinity {total / count:.3f}, "
               f"mean affinity^{beta_for_pairs:g} {powered / count:.4f}")
