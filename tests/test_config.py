@@ -44,38 +44,79 @@ def test_method_config_merges_defaults_dataset_and_method():
     assert config["defaults"]["train_cam"]["lr"] == 0.1  # inputs untouched
 
 
+def test_protocol_sits_between_defaults_and_the_dataset():
+    config = {
+        "dataset": "synthetic",
+        "defaults": {"train_cam": {"lr": 0.1, "epochs": 5, "crop": 512}},
+        "protocols": {"seed": {"train_cam": {"lr": 0.2, "epochs": 15, "crop": 300}}},
+        "synthetic": {"hparams": {"train_cam": {"epochs": 3}}},
+        "methods": {"plain": {}, "seeded": {"protocol": "seed", "train_cam": {"crop": 64}},
+                    "lost": {"protocol": "nope"}},
+    }
+    assert method_config(config, "plain")["train_cam"] == {"lr": 0.1, "epochs": 3, "crop": 512}
+    assert method_config(config, "seeded") == {"protocol": "seed", "train_cam": {"lr": 0.2, "epochs": 3, "crop": 64}}
+    with pytest.raises(KeyError, match="'nope'.*seed"):
+        method_config(config, "lost")
+    config["synthetic"]["hparams"]["protocol"] = "seed"
+    with pytest.raises(ValueError, match="synthetic.hparams sets 'protocol'"):
+        method_config(config, "plain")
+
+
+def test_the_demo_runs_every_method_on_its_own_schedule():
+    """The synthetic demo's small CNN from scratch keeps one CPU schedule whatever protocol a method names."""
+    config = load_config()
+    without = {**config, "protocols": {}, "methods": {m: {k: v for k, v in (b or {}).items() if k != "protocol"}
+                                                      for m, b in config["methods"].items()}}
+    for method in config["methods"]:
+        assert method_config(config, method)["train_cam"] == method_config(without, method)["train_cam"], method
+
+
 def test_deep_merge_replaces_lists_and_scalars():
     assert deep_merge({"a": [1, 2], "b": {"c": 1}}, {"a": [3], "b": {"d": 2}}) == {"a": [3], "b": {"c": 1, "d": 2}}
 
 
+# The seed's CAM-training schedule (liuvince/mva-wsss utils/utils.py defaults; train_cam.py's optimizer groups,
+# PolyOptimizer(max_step=100000), Trainer(gradient_clip_val=1), ModelCheckpoint / EarlyStopping on val_accuracy;
+# dataset.py RandomResizeLong(256, 512) and RandomCrop(300)).
+MVA_WSSS = {"train_cam.epochs": 15, "train_cam.batch_size": 8, "train_cam.crop": 300,
+            "train_cam.resize_long": [256, 512], "train_cam.lr": 0.1, "train_cam.weight_decay": 5e-4,
+            "train_cam.momentum": 0.0, "train_cam.new_layer_lr_mult": 1, "train_cam.poly_steps": 100000,
+            "train_cam.grad_clip_norm": 1.0, "train_cam.select": "best_val_accuracy",
+            "train_cam.early_stop_patience": 10}
+
 # Each method's protocol as its source runs it, written out independently of config.yaml: the effective
-# config of every method (voc12, so only defaults and the method block apply) must hold these values.
+# config of every method (voc12, so only defaults, its protocol and the method block apply) must hold these values.
 PROTOCOLS = {
-    "baseline": {"train_cam.mixing": "none", "train_cam.entropy_weight": 0.0,
+    "baseline": {**MVA_WSSS, "train_cam.mixing": "none", "train_cam.entropy_weight": 0.0,
                  "train_cam.concentration_weight": 0.0, "subcategory.rounds": 0},
     # mva-wsss train_cam.py mixup_data(alpha=0.2); utils.py ent_loss_weight 0.02, concent_loss_weight 2e-4
-    "mixup": {"train_cam.mixing": "mixup", "train_cam.mix_alpha": 0.2, "train_cam.entropy_weight": 0.02,
+    "mixup": {**MVA_WSSS, "train_cam.mixing": "mixup", "train_cam.mix_alpha": 0.2, "train_cam.entropy_weight": 0.02,
               "train_cam.concentration_weight": 2e-4, "train_cam.split": "train"},
     # mva-wsss forward_label_cam_manifold_mixup(mixup_alpha=0.2)
-    "manifold_mixup": {"train_cam.mixing": "manifold_mixup", "train_cam.mix_alpha": 0.2,
+    "manifold_mixup": {**MVA_WSSS, "train_cam.mixing": "manifold_mixup", "train_cam.mix_alpha": 0.2,
                        "train_cam.entropy_weight": 0.02, "train_cam.concentration_weight": 2e-4},
     # mva-wsss README step 8: --max_epochs 25; FMix defaults alpha 1, decay power 3
-    "fmix": {"train_cam.mixing": "fmix", "train_cam.mix_alpha": 1.0, "train_cam.fmix_decay_power": 3.0,
+    "fmix": {**MVA_WSSS, "train_cam.mixing": "fmix", "train_cam.mix_alpha": 1.0, "train_cam.fmix_decay_power": 3.0,
              "train_cam.epochs": 25, "train_cam.entropy_weight": 0.02, "train_cam.concentration_weight": 2e-4,
              "train_cam.split": "train"},
     # mva-wsss README step 9: --data_train data_train_aug.csv --lr 0.05 --max_epochs 20
-    "fmix_aug": {"train_cam.mixing": "fmix", "train_cam.split": "train_aug", "train_cam.lr": 0.05,
+    "fmix_aug": {**MVA_WSSS, "train_cam.mixing": "fmix", "train_cam.split": "train_aug", "train_cam.lr": 0.05,
                  "train_cam.epochs": 20},
     # mva-wsss README steps 4-5: one round; compute_clusters.py FINCH c[:, -1]; train_cam_clusters.py from
     # the ImageNet weights with knowledge_distillation_loss_weight 2
-    "sce": {"subcategory.rounds": 1, "subcategory.features": "cam", "subcategory.weight": 2.0,
+    "sce": {**MVA_WSSS, "subcategory.rounds": 1, "subcategory.features": "cam", "subcategory.weight": 2.0,
             "subcategory.round_init": "pretrained", "subcategory.clustering.method": "finch",
             "subcategory.clustering.level": "coarsest", "subcategory.clustering.n_clusters": None},
-    "sct": {"subcategory.rounds": 1, "subcategory.features": "vit", "subcategory.weight": 2.0,
+    "sct": {**MVA_WSSS, "subcategory.rounds": 1, "subcategory.features": "vit", "subcategory.weight": 2.0,
             "subcategory.round_init": "pretrained", "subcategory.clustering.method": "finch",
             "subcategory.clustering.level": "coarsest", "subcategory.clustering.n_clusters": None},
-    # SC-CAM (Chang et al. CVPR 2020): 3 rounds, k-means k = 10 per class, loss weight 5, each round from ImageNet
-    "sc_cam": {"subcategory.rounds": 3, "subcategory.features": "cam", "subcategory.weight": 5.0,
+    # SC-CAM (Chang et al. CVPR 2020): 3 rounds, k-means k = 10 per class, loss weight 5, each round from ImageNet;
+    # Juliachang/SC-CAM train_cls.py defaults (61 epochs, batch 16, crop 224, ResizeLong(256, 512), wt_dec 5e-4,
+    # PolyOptimizer: no momentum, 10x new layers; weights kept at the lowest epoch loss) with script.sh's --lr 0.01
+    "sc_cam": {"train_cam.epochs": 61, "train_cam.batch_size": 16, "train_cam.crop": 224,
+               "train_cam.resize_long": [256, 512], "train_cam.lr": 0.01, "train_cam.weight_decay": 5e-4,
+               "train_cam.momentum": 0.0, "train_cam.new_layer_lr_mult": 10, "train_cam.poly_steps": None,
+               "train_cam.grad_clip_norm": None, "train_cam.select": "lowest_train_loss","subcategory.rounds": 3, "subcategory.features": "cam", "subcategory.weight": 5.0,
                "subcategory.round_init": "pretrained", "subcategory.clustering.method": "kmeans",
                "subcategory.clustering.n_clusters": 10, "train_cam.mixing": "none"},
 }

@@ -14,8 +14,9 @@ from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import build_split_table
 from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.objectives import Objective, build_batch_loss
-from wsss_lib.training import (EpochOrder, ResumeSpec, TrainSettings, epoch_seed, mean_average_precision,
-                               poly_schedule, train_classifier)
+from wsss_lib import training
+from wsss_lib.training import (EpochOrder, ResumeSpec, TrainSettings, epoch_seed, exact_match_accuracy,
+                               mean_average_precision, poly_schedule, train_classifier)
 
 BASELINE = build_batch_loss(Objective())
 MIXUP = build_batch_loss(Objective(mixing="mixup", alpha=0.4, entropy_weight=0.02))
@@ -304,3 +305,108 @@ def test_max_steps_stops_mid_epoch_with_the_poly_decay_spanning_it(tiny_sets, tm
     assert len(calls) == 6  # one full epoch of 4 steps, then 2 of the second
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[0]["lr"] == pytest.approx(0.05 * (1 - 4 / 6)) and rows[1]["lr"] == 0.0
+
+
+def test_exact_match_accuracy_known_answers():
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    # right / one class wrong / right (0.51 and 0.9 > 0.5) / 0.5 is not a positive (torch.round(0.5) == 0)
+    scores = np.array([[0.9, 0.2], [0.6, 0.7], [0.51, 0.9], [0.5, 0.1]])
+    assert exact_match_accuracy(scores, labels) == 0.75
+    assert exact_match_accuracy(labels.astype(float), labels) == 1.0
+
+
+def test_settings_reject_an_unknown_selection_and_patience_without_one():
+    with pytest.raises(ValueError, match="'best'"):
+        TrainSettings(**{**vars(SETTINGS), "select": "best"})
+    with pytest.raises(ValueError, match="patience"):
+        TrainSettings(**{**vars(SETTINGS), "early_stop_patience": 3})
+
+
+def flat_parameters(model):
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+
+def test_poly_horizon_and_gradient_clipping_give_each_update_its_expected_length(tiny_sets, tmp_path):
+    """mva-wsss: poly decay over 100k steps (an ~constant lr) and Lightning's gradient-norm clipping. Without
+    momentum or decay an update is -lr_k * g * min(1, c / |g|): its length is lr_k * c when |g| > c."""
+    train_set, _ = tiny_sets  # 16 images, batch 4: 4 updates
+    before_each_call = []
+
+    def recording_loss(model, images, labels, generator):
+        before_each_call.append(flat_parameters(model))
+        return BASELINE(model, images, labels, generator)
+
+    clip, lr, horizon = 1e-3, 0.05, 100
+    settings = TrainSettings(epochs=1, batch_size=4, lr=lr, weight_decay=0.0, momentum=0.0, poly_power=1.0,
+                             new_layer_lr_mult=1, seed=0, poly_steps=horizon, grad_clip_norm=clip)
+    model = fresh_model()
+    rows = train_classifier(model, train_set, None, settings, recording_loss, CPU, tmp_path / "log.csv")
+    after = [*before_each_call[1:], flat_parameters(model)]
+    lengths = [float(torch.linalg.vector_norm(b - a)) for a, b in zip(before_each_call, after)]
+    np.testing.assert_allclose(lengths, [lr * (1 - k / horizon) * clip for k in range(4)], rtol=1e-3)
+    assert rows[0]["lr"] == pytest.approx(lr * (1 - 4 / horizon))  # not 0: the decay spans 100 steps, not 4
+
+
+def scripted_validation(train_set, accuracies):
+    """A stand-in for predict_scores whose exact-match accuracy in epoch e (read from the training set the loop
+    has just trained on) is accuracies[e]: the first round(acc * 10) of 10 images right, the rest wrong."""
+    def predict(model, val_set, device, batch_size=8, num_workers=0):
+        right = round(accuracies[train_set.epoch] * 10)
+        labels = np.tile([[1.0, 0.0]], (10, 1))
+        scores = np.where(np.arange(10)[:, None] < right, labels, 1 - labels)
+        return scores, labels
+    return predict
+
+
+def test_select_keeps_the_best_epochs_weights_and_early_stop_ends_the_run(tiny_sets, tmp_path, monkeypatch,
+                                                                            capsys):
+    train_set, val_set = tiny_sets
+    monkeypatch.setattr(training, "predict_scores", scripted_validation(train_set, [0.5, 0.8, 0.8, 0.6, 0.9, 1.0]))
+    weights_after = {}
+
+    def snapshot(row):
+        weights_after[row["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    settings = TrainSettings(**{**vars(SETTINGS), "epochs": 6, "select": "best_val_accuracy",
+                                "early_stop_patience": 2})
+    model = fresh_model()
+    rows = train_classifier(model, train_set, val_set, settings, BASELINE, CPU, tmp_path / "log.csv",
+                            on_epoch_end=snapshot)
+    # epoch 2 scores 0.8; epoch 3 only ties it and epoch 4 is worse: two epochs without beating it
+    assert [r["val_accuracy"] for r in rows] == [0.5, 0.8, 0.8, 0.6]
+    out = capsys.readouterr().out
+    assert "early stop after epoch 4" in out and "keeping epoch 2's weights" in out, out
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, weights_after[2][name]), name
+    assert any(not torch.equal(weights_after[2][k], weights_after[4][k]) for k in weights_after[2])
+
+    lowest = TrainSettings(**{**vars(SETTINGS), "select": "lowest_train_loss"})
+    model = fresh_model()
+    weights_after.clear()
+    rows = train_classifier(model, train_set, None, lowest, BASELINE, CPU, tmp_path / "log2.csv",
+                            on_epoch_end=snapshot)
+    best = min(rows, key=lambda r: r["train_loss"])["epoch"]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, weights_after[best][name]), name
+    with pytest.raises(ValueError, match="validation"):
+        train_classifier(fresh_model(), train_set, None, settings, BASELINE, CPU, tmp_path / "log3.csv")
+
+
+def test_a_resumed_run_keeps_the_best_epoch_seen_before_the_interruption(tiny_sets, tmp_path, monkeypatch):
+    train_set, val_set = tiny_sets
+    monkeypatch.setattr(training, "predict_scores", scripted_validation(train_set, [0.3, 0.9, 0.4, 0.5]))
+    settings = TrainSettings(**{**vars(SETTINGS), "epochs": 4, "select": "best_val_accuracy"})
+    reference = fresh_model()
+    train_classifier(reference, train_set, val_set, settings, BASELINE, CPU, tmp_path / "ref.csv")
+
+    def preempt_after_epoch_three(row):
+        if row["epoch"] == 3:
+            raise Preempted
+
+    resume = ResumeSpec(tmp_path / "resume.pt", "job", every_epochs=1)
+    with pytest.raises(Preempted):
+        train_classifier(fresh_model(), train_set, val_set, settings, BASELINE, CPU, tmp_path / "run.csv", resume,
+                         on_epoch_end=preempt_after_epoch_three)
+    resumed = fresh_model()
+    train_classifier(resumed, train_set, val_set, settings, BASELINE, CPU, tmp_path / "run.csv", resume)
+    assert_same_weights(reference, resumed)  # epoch 2's weights, known only from before the interruption

@@ -1,9 +1,15 @@
 """Configuration: per-method merging and provenance hashing.
 
-The workflow config has ``defaults`` (reference hyper-parameters), a per-dataset ``hparams`` block
-(e.g. the CPU-sized synthetic demo) and ``methods`` (overrides only). A method's effective
-config is ``defaults <- <dataset>.hparams <- methods[<method>]``; it is what reaches the method's
-rules as ``params``, so editing one method's block reruns exactly that method's jobs.
+The workflow config has ``defaults`` (reference hyper-parameters), ``protocols`` (named training
+schedules as a source publishes them, e.g. mva-wsss's or SC-CAM's), a per-dataset ``hparams`` block
+(e.g. the CPU-sized synthetic demo) and ``methods`` (overrides only; ``protocol`` names the schedule
+a method follows). A method's effective config is
+
+    defaults <- protocols[<method>.protocol] <- <dataset>.hparams <- methods[<method>]
+
+so a dataset's sizing (epochs, crop, batch, lr for its backbone) overrides a protocol's VOC values,
+and what is specific to one method wins over both. It is what reaches the method's rules as
+``params``, so editing one method's block reruns exactly that method's jobs.
 """
 
 from __future__ import annotations
@@ -28,13 +34,25 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> d
 
 
 def method_config(config: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """The effective hyper-parameters of ``method``: defaults <- dataset hparams <- method block."""
+    """The effective hyper-parameters of ``method``: defaults <- its protocol <- dataset hparams <- method block
+    (the block's ``protocol`` key itself is kept, so the effective config says which schedule it follows)."""
     methods = config.get("methods", {})
     if method not in methods:
         raise KeyError(f"unknown method {method!r}; config 'methods' has: {', '.join(sorted(methods))}")
-    dataset = config["dataset"]
-    merged = deep_merge(config["defaults"], config.get(dataset, {}).get("hparams", {}))
-    return deep_merge(merged, methods[method] or {})
+    block = methods[method] or {}
+    protocols = config.get("protocols") or {}
+    protocol = block.get("protocol")
+    if protocol is not None and protocol not in protocols:
+        raise KeyError(f"method {method!r} follows protocol {protocol!r}, which config 'protocols' lacks; it has: "
+                       f"{', '.join(sorted(protocols)) or 'none'}")
+    layers = {"defaults": config["defaults"], f"protocols.{protocol}": protocols.get(protocol) or {},
+              f"{config['dataset']}.hparams": config.get(config["dataset"], {}).get("hparams") or {}}
+    merged: dict[str, Any] = {}
+    for name, layer in layers.items():
+        if "protocol" in layer:
+            raise ValueError(f"config {name} sets 'protocol', which only a method block may name")
+        merged = deep_merge(merged, layer)
+    return deep_merge(merged, block)
 
 
 def config_hash(value: Any) -> str:

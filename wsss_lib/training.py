@@ -2,7 +2,8 @@
 
 Methods differ only in the ``BatchLoss`` they plug in (mixing strategy, extra loss terms, extra
 heads); the loop owns optimisation (SGD with poly decay and a larger learning rate on new layers,
-as in PSA / IRN), AMP on CUDA, per-epoch logging with validation mAP, and resumable state.
+as in PSA / IRN; optional gradient-norm clipping), AMP on CUDA, per-epoch logging with validation
+mAP and accuracy, the choice of which epoch's weights to keep (with early stopping), and resumable state.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ from wsss_lib.atomic import atomic_path
 from wsss_lib.data.datasets import collate_inference
 
 
+# How a run picks the weights it returns: (row column watched, True if higher is better), None for the last epoch.
+SELECTIONS: dict[str, tuple[str, bool] | None] = {
+    "last": None,
+    # mva-wsss train_cam.py: ModelCheckpoint(monitor="val_accuracy", mode="max"), the exact-match accuracy of
+    # the rounded sigmoid scores on the validation images; compute_cams.py loads that best_model.ckpt
+    "best_val_accuracy": ("val_accuracy", True),
+    # SC-CAM train_cls.py: an epoch's weights are saved when its mean training loss is the lowest so far
+    "lowest_train_loss": ("train_loss", False),
+}
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int
@@ -40,6 +52,17 @@ class TrainSettings:
     num_workers: int = 0
     seed: int = 0
     max_steps: int | None = None  # stop after this many updates (DeepLab counts iterations, not epochs)
+    poly_steps: int | None = None  # horizon of the poly decay; None: the run's own length (lr reaches 0 at its end)
+    grad_clip_norm: float | None = None  # clip the global gradient norm to this (None: no clipping)
+    select: str = "last"  # which epoch's weights the run returns: see SELECTIONS
+    early_stop_patience: int | None = None  # stop after this many epochs without a better `select` score
+
+    def __post_init__(self):
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select {self.select!r}: choose one of {', '.join(SELECTIONS)}")
+        if self.early_stop_patience is not None and (self.select == "last" or self.early_stop_patience < 1):
+            raise ValueError(f"early_stop_patience {self.early_stop_patience} watches the `select` score: it needs "
+                             f"a select other than 'last' (got {self.select!r}) and a patience of at least 1")
 
     @classmethod
     def from_config(cls, opts: Mapping[str, Any], **overrides) -> "TrainSettings":
@@ -125,7 +148,7 @@ def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SG
 
 
 def poly_schedule(optimizer: torch.optim.Optimizer, max_steps: int, power: float):
-    """lr = base_lr * (1 - step / max_steps) ** power (DeepLab's 'poly' policy)."""
+    """lr = base_lr * (1 - step / max_steps) ** power (DeepLab's 'poly' policy); 0 from ``max_steps`` on."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max_steps) ** power)
 
 
@@ -186,6 +209,12 @@ def predict_scores(model: nn.Module, dataset: Dataset, device: torch.device, bat
     return torch.cat(scores).numpy(), torch.cat(labels).numpy()
 
 
+def exact_match_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Share of images whose every class is right at score 0.5 (sklearn's ``accuracy_score`` on multi-label
+    input, as mva-wsss's validation computes it on the rounded sigmoid scores)."""
+    return float(np.mean(np.all((scores > 0.5) == (labels > 0.5), axis=1)))
+
+
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """Mean over classes with at least one positive of the average precision (VOC classification mAP)."""
     present = labels.sum(0) > 0
@@ -204,8 +233,13 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     job from an interrupted run (time limit, preemption), training continues from it exactly as if
     it had not stopped: the epoch's sample order is rebuilt from its seed and the consumed batches
     are skipped unread, and the batch-loss generator, torch's global RNG (dropout), the partial
-    epoch's loss sums and the model / optimizer / scheduler / GradScaler states are restored. On CPU
-    the result is bitwise that of an uninterrupted run. The state is removed when training completes.
+    epoch's loss sums, the model / optimizer / scheduler / GradScaler states and the best epoch's
+    weights so far are restored. On CPU the result is bitwise that of an uninterrupted run. The state
+    is removed when training completes.
+
+    With ``settings.select`` other than "last", the model ends with the weights of the epoch that
+    scored best on the watched column (ties: the earliest), and ``early_stop_patience`` ends the run
+    once that many epochs in a row have not beaten it.
     """
     model.to(device)
     if len(train_set) < settings.batch_size:
@@ -214,14 +248,18 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     optimizer = build_optimizer(model, settings)
     total_steps = settings.total_steps(steps_per_epoch)
     epochs = -(-total_steps // steps_per_epoch)
-    scheduler = poly_schedule(optimizer, total_steps, settings.poly_power)
+    scheduler = poly_schedule(optimizer, settings.poly_steps or total_steps, settings.poly_power)
+    watched = SELECTIONS[settings.select]
+    if watched and watched[0].startswith("val_") and val_set is None:
+        raise ValueError(f"select {settings.select!r} scores epochs on validation images, but none were given")
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_generator = torch.Generator()
     # Where training stands: the epoch in progress, its finished batches, their summed losses and the
-    # seconds spent on them (a resumed epoch's logged time excludes the downtime), and the logged rows.
+    # seconds spent on them (a resumed epoch's logged time excludes the downtime), the logged rows, and the
+    # best epoch so far under `select` ({"epoch", "score", "model": a CPU copy of its weights}).
     rows: list[dict] = []
-    epoch, done, totals, elapsed = 0, 0, {}, 0.0
+    epoch, done, totals, elapsed, best = 0, 0, {}, 0.0, None
 
     def where() -> str:
         step = epoch * steps_per_epoch + done
@@ -230,7 +268,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     def save() -> None:
         with atomic_path(resume.path, suffix=".pt") as tmp:
             torch.save({"fingerprint": resume.fingerprint, "epoch": epoch, "batch": done, "totals": totals,
-                        "elapsed": elapsed, "rows": rows, "model": model.state_dict(),
+                        "elapsed": elapsed, "rows": rows, "best": best, "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(), "loss_generator": loss_generator.get_state(),
                         "torch_rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_state(device)}, tmp)
@@ -248,6 +286,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         if device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         rows, totals, elapsed = list(state["rows"]), dict(state["totals"]), float(state["elapsed"])
+        best = state["best"]
         epoch, done = int(state["epoch"]), int(state["batch"])
         print(f"resuming from {resume.path} at {where()}", flush=True)
 
@@ -274,6 +313,9 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if settings.grad_clip_norm is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the AMP-scaled ones
+                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip_norm)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -288,22 +330,42 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         row = {"epoch": epoch + 1, **{f"train_{k}": v / max(done, 1) for k, v in totals.items()},
                "lr": optimizer.param_groups[0]["lr"]}
         if val_set is not None:
-            row["val_map"] = mean_average_precision(*predict_scores(model, val_set, device, num_workers=settings.num_workers))
+            scores, labels = predict_scores(model, val_set, device, num_workers=settings.num_workers)
+            row["val_map"] = mean_average_precision(scores, labels)
+            row["val_accuracy"] = exact_match_accuracy(scores, labels)
         row["seconds"] = time.time() - started
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         _write_log(log_path, rows)
         if on_epoch_end is not None:
             on_epoch_end(row)
+        if watched and (best is None or _beats(row[watched[0]], best["score"], watched[1])):
+            best = {"epoch": epoch + 1, "score": row[watched[0]],
+                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        stale = best is not None and settings.early_stop_patience is not None and \
+            epoch + 1 - best["epoch"] >= settings.early_stop_patience
         epoch, done, totals, elapsed = epoch + 1, 0, {}, 0.0
+        if stale:
+            print(f"early stop after epoch {epoch}: {watched[0]} has not beaten epoch {best['epoch']}'s "
+                  f"{best['score']:.4g} for {settings.early_stop_patience} epochs", flush=True)
+            break
         if resume is not None and resume.every_epochs and epoch % resume.every_epochs == 0 and epoch < epochs:
             save()
+    if best is not None:
+        model.load_state_dict(best["model"])
+        print(f"keeping epoch {best['epoch']}'s weights ({settings.select}: {watched[0]}={best['score']:.4g})",
+              flush=True)
     if resume is not None and Path(resume.path).exists():
         Path(resume.path).unlink()
     return rows
 
 
-_STATE_KEYS = frozenset({"fingerprint", "epoch", "batch", "totals", "elapsed", "rows", "model", "optimizer",
+def _beats(score: float, best: float, higher_is_better: bool) -> bool:
+    """Strictly better (a tie keeps the earlier epoch, as Lightning's ModelCheckpoint and SC-CAM's `<` do)."""
+    return score > best if higher_is_better else score < best
+
+
+_STATE_KEYS = frozenset({"fingerprint", "epoch", "batch", "totals", "elapsed", "rows", "best", "model", "optimizer",
                          "scheduler", "scaler", "loss_generator", "torch_rng", "cuda_rng"})
 
 
