@@ -116,9 +116,9 @@ def test_affinity_loss_toy_case_by_hand():
     neg = torch.tensor([0, 0, 1.0, 0])
     loss, parts = affinity_loss(affinity, bg, fg, neg, eps=0.0)
     expected_bg, expected_fg, expected_neg = -math.log(0.5), -math.log(0.8), -math.log(0.9)
-    assert parts["bg_loss"] == pytest.approx(expected_bg)
-    assert parts["fg_loss"] == pytest.approx(expected_fg)
-    assert parts["neg_loss"] == pytest.approx(expected_neg)
+    assert float(parts["bg_loss"]) == pytest.approx(expected_bg)
+    assert float(parts["fg_loss"]) == pytest.approx(expected_fg)
+    assert float(parts["neg_loss"]) == pytest.approx(expected_neg)
     assert loss.item() == pytest.approx(expected_bg / 4 + expected_fg / 4 + expected_neg / 2)
 
 

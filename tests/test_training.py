@@ -43,9 +43,7 @@ class RecordingSet(Dataset):
     """A training set that records which (epoch, index) items were loaded."""
 
     def __init__(self, table):
-        # no colour jitter: ColorJitter reseeds torch's global RNG on every item, which would hide a
-        # resume that fails to restore that RNG (the dropout below draws from it)
-        transform = ClassificationTrainTransform(32, (28, 36), True, (0.0, 0.0, 0.0, 0.0), MEAN, STD)
+        transform = ClassificationTrainTransform(32, (28, 36), True, (0.2, 0.2, 0.2, 0.05), MEAN, STD)
         self.inner, self.loads = ClassificationDataset(table, transform, seed=1), []
 
     @property
@@ -100,7 +98,8 @@ def preempting(loss, at_call):
 
 
 def without_seconds(rows):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    """The rows without their timings (seconds, and the share of them spent waiting for data)."""
+    return [{k: v for k, v in row.items() if k not in ("seconds", "data_wait")} for row in rows]
 
 
 def assert_same_weights(a, b):
@@ -133,15 +132,22 @@ def test_mean_average_precision_known_answers():
     assert mean_average_precision(scores, labels) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
 
 
-def test_epoch_order_is_one_permutation_served_from_any_position():
-    full = list(EpochOrder(10, seed=5))
+def test_epoch_order_is_one_permutation_per_epoch_served_from_any_position():
+    order = EpochOrder(10, seed=5)
+    first = list(order)
+    assert {epoch for epoch, _ in first} == {0}
+    full = [index for _, index in first]
     assert sorted(full) == list(range(10)) and full != list(range(10))
-    assert list(EpochOrder(10, seed=5, start=4, stop=8)) == full[4:8] and len(EpochOrder(10, 5, 4, 8)) == 4
-    assert list(EpochOrder(10, seed=6)) != full
+    order.set_epoch(0, start=4, stop=8)
+    assert [index for _, index in order] == full[4:8] and len(order) == 4
+    order.set_epoch(1)
+    second = list(order)
+    assert {epoch for epoch, _ in second} == {1} and [index for _, index in second] != full
+    assert [index for _, index in EpochOrder(10, seed=6)] != full
     assert len({epoch_seed(0, e, s) for e in range(3) for s in ("order", "batch_loss")}) == 6
     assert epoch_seed(1, 0, "order") != epoch_seed(0, 1, "order")  # unlike seed + epoch
     with pytest.raises(ValueError):
-        EpochOrder(10, 5, start=6, stop=4)
+        order.set_epoch(0, start=6, stop=4)
 
 
 def test_training_logs_and_resumes_exactly_after_an_epoch(tiny_sets, tmp_path, capsys):
@@ -410,3 +416,31 @@ def test_a_resumed_run_keeps_the_best_epoch_seen_before_the_interruption(tiny_se
     resumed = fresh_model()
     train_classifier(resumed, train_set, val_set, settings, BASELINE, CPU, tmp_path / "run.csv", resume)
     assert_same_weights(reference, resumed)  # epoch 2's weights, known only from before the interruption
+
+
+def test_persistent_workers_augment_each_epoch_as_the_main_process_does(tiny_sets, tmp_path):
+    """One loader serves the whole run, its worker keeping its own copy of the dataset: each item carries its
+    epoch there, so a worker-fed run is bitwise the main-process run (augmentation differs by epoch)."""
+    train_set, val_set = tiny_sets
+    runs = []
+    for workers in (0, 1):
+        model = fresh_model()
+        settings = TrainSettings(**{**vars(SETTINGS), "num_workers": workers})
+        rows = train_classifier(model, train_set, val_set, settings, MIXUP, CPU, tmp_path / f"{workers}.csv")
+        runs.append((model, rows))
+    assert without_seconds(runs[0][1]) == without_seconds(runs[1][1])
+    assert_same_weights(runs[0][0], runs[1][0])
+    assert all(0.0 <= row["data_wait"] <= 1.0 for _, rows in runs for row in rows)
+
+
+def test_validation_every_k_epochs_and_after_the_last(tiny_sets, tmp_path, monkeypatch):
+    train_set, val_set = tiny_sets
+    monkeypatch.setattr(training, "predict_scores", scripted_validation(train_set, [0.2, 0.9, 0.4, 0.5, 0.6]))
+    settings = TrainSettings(**{**vars(SETTINGS), "epochs": 5, "val_every": 2, "select": "best_val_accuracy"})
+    rows = train_classifier(fresh_model(), train_set, val_set, settings, BASELINE, CPU, tmp_path / "log.csv")
+    assert [row.get("val_accuracy") for row in rows] == [None, 0.9, None, 0.5, 0.6]
+    header = (tmp_path / "log.csv").read_text().splitlines()[0].split(",")
+    assert "val_accuracy" in header and "data_wait" in header
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="val_every"):
+            TrainSettings(**{**vars(SETTINGS), "val_every": bad})

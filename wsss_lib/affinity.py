@@ -100,7 +100,7 @@ def pair_affinities(embedding: torch.Tensor, offsets) -> torch.Tensor:
 
 
 def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor, neg: torch.Tensor,
-                  eps: float = 1e-5) -> tuple[torch.Tensor, dict[str, float]]:
+                  eps: float = 1e-5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PSA's class-balanced affinity loss (Eq. 3-6 and train_aff.py):
 
     L = L_bg+/4 + L_fg+/4 + L_neg/2, where L_bg+ and L_fg+ are the mean -log(a) over background- and
@@ -113,4 +113,4 @@ def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Te
     fg = (-fg_pos * torch.log(affinity + eps)).sum() / (fg_pos.sum() + eps)
     ng = (-neg * torch.log(1.0 + eps - affinity)).sum() / (neg.sum() + eps)
     loss = bg / 4 + fg / 4 + ng / 2
-    return loss, {"bg_loss": bg.item(), "fg_loss": fg.item(), "neg_loss": ng.item()}
+    return loss, {"bg_loss": bg.detach(), "fg_loss": fg.detach(), "neg_loss": ng.detach()}

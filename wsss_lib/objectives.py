@@ -98,27 +98,27 @@ def build_batch_loss(objective: Objective) -> BatchLoss:
         class_maps = model.classifier(features)
         logits = class_maps.mean((-2, -1))  # == classifier(GAP(features)): the 1x1 conv is linear
         loss = mixed_multilabel_loss(logits, labels, perm, weight)
-        parts: dict[str, float] = {"cls": loss.item()}
+        parts = {"cls": loss.detach()}
         if sub_labels.shape[1] != model.n_subcategories:
             raise ValueError(f"{sub_labels.shape[1]} label columns beyond the {model.n_classes} classes, "
                              f"but the model has {model.n_subcategories} sub-categories")
         if model.sub_classifier is not None:
             sub_loss = mixed_multilabel_loss(model.sub_classifier(features).mean((-2, -1)), sub_labels, perm, weight)
             loss = loss + objective.subcategory_weight * sub_loss
-            parts["subcategory"] = sub_loss.item()
+            parts["subcategory"] = sub_loss.detach()
         if objective.entropy_weight:
             # On the predictions, as Mixup-CAM (Sec. 3) defines it. mva-wsss (train_cam.py) passes the mixed
             # *labels* to its entropy term for the mixing methods, a constant with no gradient; we follow the paper.
             entropy = prediction_entropy(logits)
             loss = loss + objective.entropy_weight * entropy
-            parts["entropy"] = entropy.item()
+            parts["entropy"] = entropy.detach()
         if objective.concentration_weight:
             # mva-wsss train_cam.py: the ReLU class maps softmaxed over the classes; a mixed image's term is
             # lam * L(own classes) + (1 - lam) * L(partner's classes) (weight = 1, perm = identity unmixed)
             spreads = class_spreads(torch.softmax(F.relu(class_maps), dim=1))
             concentration = weight * present_sum(spreads, labels) + (1 - weight) * present_sum(spreads, labels[perm])
             loss = loss + objective.concentration_weight * concentration
-            parts["concentration"] = concentration.item()
+            parts["concentration"] = concentration.detach()
         return loss, parts
 
     return batch_loss

@@ -20,6 +20,7 @@ from torch import nn
 
 from wsss_lib.crf import CRFParams, dense_crf, pool_imap, read_rgb
 from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png
+from wsss_lib.training import autocast
 
 # DeepLab-v2's dense-CRF settings for PASCAL VOC with ResNet-101, from the official DeepLab-v2
 # ResNet page (liangchiehchen.com/projects/DeepLabv2_resnet.html): "bi_w = 4, bi_xy_std = 67,
@@ -83,10 +84,10 @@ class SegmentationBatchLoss:
     ignore_index: int = IGNORE_INDEX
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+                 generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = segmentation_loss(model(images), labels, self.ignore_index)
         labelled = (labels != self.ignore_index).float().mean()
-        return loss, {"ce": float(loss.detach()), "labelled_fraction": float(labelled)}
+        return loss, {"ce": loss.detach(), "labelled_fraction": labelled}
 
 
 def segmentation_batch_loss(ignore_index: int = IGNORE_INDEX) -> SegmentationBatchLoss:
@@ -126,7 +127,7 @@ def predict_probabilities(model: nn.Module, image: torch.Tensor, scales: Sequenc
     the probabilities of all ``len(scales) * (2 if flip else 1)`` views are averaged.
 
     The model must be in eval mode (BatchNorm on running statistics) and on ``image.device``;
-    autocast is used on CUDA only.
+    mixed precision is used on CUDA only (wsss_lib.training.autocast).
     """
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be one normalised (3, H, W) tensor, got shape {tuple(image.shape)}")
@@ -136,13 +137,12 @@ def predict_probabilities(model: nn.Module, image: torch.Tensor, scales: Sequenc
         raise ValueError("predict_probabilities needs the model in eval mode (call model.eval())")
     height, width = image.shape[-2:]
     views = torch.stack([image, image.flip(-1)]) if flip else image[None]
-    device_type = image.device.type
     total = None
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         scaled = views if size == (height, width) else F.interpolate(views, size=size, mode="bilinear",
                                                                       align_corners=False)
-        with torch.autocast(device_type, enabled=device_type == "cuda"):
+        with autocast(image.device):
             logits = model(scaled)
         if flip:
             logits = torch.cat([logits[:1], logits[1:].flip(-1)])

@@ -4,10 +4,16 @@ Methods differ only in the ``BatchLoss`` they plug in (mixing strategy, extra lo
 heads); the loop owns optimisation (SGD with poly decay and a larger learning rate on new layers,
 as in PSA / IRN; optional gradient-norm clipping), AMP on CUDA, per-epoch logging with validation
 mAP and accuracy, the choice of which epoch's weights to keep (with early stopping), and resumable state.
+
+On a GPU the loop does not wait on the device between steps: loss values are summed on the device and
+read back every ``SYNC_EVERY`` steps (every step on the CPU, where reading costs nothing), batches come
+from pinned memory with non-blocking copies, convolutional nets run channels-last, and cuDNN picks its
+kernels for the fixed crop size. The data loader and its workers persist across epochs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -56,8 +62,11 @@ class TrainSettings:
     grad_clip_norm: float | None = None  # clip the global gradient norm to this (None: no clipping)
     select: str = "last"  # which epoch's weights the run returns: see SELECTIONS
     early_stop_patience: int | None = None  # stop after this many epochs without a better `select` score
+    val_every: int = 1  # validate after every n-th epoch and after the last (validation is not free on a CPU)
 
     def __post_init__(self):
+        if isinstance(self.val_every, bool) or int(self.val_every) != self.val_every or self.val_every < 1:
+            raise ValueError(f"val_every must be an integer >= 1, got {self.val_every!r}")
         if self.select not in SELECTIONS:
             raise ValueError(f"select {self.select!r}: choose one of {', '.join(SELECTIONS)}")
         if self.early_stop_patience is not None and (self.select == "last" or self.early_stop_patience < 1):
@@ -122,8 +131,11 @@ def job_resume(job, per: str = "epochs") -> ResumeSpec:
 
 
 class BatchLoss(Protocol):
+    """(model, images, labels, generator) -> (the loss to minimise, its logged parts). The parts are 0-d
+    tensors (detached, on the loss's device) or floats: the loop sums them without waiting for the device."""
+
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
+                 generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,6 +144,35 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     return torch.device(name)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype on ``device``: bfloat16 on GPUs that support it (no loss scaling needed), float16
+    with a GradScaler on older ones, None (full float32) on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (:func:`amp_dtype`), nothing elsewhere: the one AMP switch of every stage."""
+    dtype = amp_dtype(device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A batch to ``device`` without blocking the host (its pinned memory makes the copy asynchronous);
+    channels-last for 4-D image batches of convolutional nets on CUDA."""
+    batch = batch.to(device, non_blocking=True)
+    if channels_last and batch.ndim == 4 and device.type == "cuda":
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Channels-last pays on CUDA for convolutional nets (cuDNN's tensor-core kernels read NHWC): those with
+    BatchNorm2d layers (ResNets, EfficientNet, small_cnn); a ViT (LayerNorm) gains nothing from it."""
+    return device.type == "cuda" and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
@@ -171,27 +212,51 @@ def epoch_seed(seed: int, epoch: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-class EpochOrder(Sampler[int]):
-    """One epoch's shuffled sample order, positions ``start`` to ``stop`` of it.
+class EpochOrder(Sampler[tuple[int, int]]):
+    """The ``(epoch, index)`` items of one epoch in its shuffled order, positions ``start`` to ``stop`` of it;
+    :meth:`set_epoch` moves it to another epoch (one loader, and its workers, serve the whole run).
 
-    The order is ``torch.randperm(n)`` from a generator seeded with ``seed`` alone, so a run resumed
-    mid-epoch rebuilds the same order and starts at the first unconsumed sample without loading the
-    consumed ones. (DataLoader's own ``shuffle=True, generator=g`` draws a worker seed from ``g``
-    before the permutation, so its order is not ``randperm`` of ``g`` and could not be rebuilt this way.)
+    Epoch e's order is ``torch.randperm(n)`` from a generator seeded with ``epoch_seed(seed, e, "order")``
+    alone, so a run resumed mid-epoch rebuilds the same order and starts at the first unconsumed sample
+    without loading the consumed ones. (DataLoader's own ``shuffle=True, generator=g`` draws a worker seed
+    from ``g`` before the permutation, so its order is not ``randperm`` of ``g`` and could not be rebuilt
+    this way.) The epoch travels with each index because a persistent worker holds its own copy of the
+    dataset, which the loop cannot reach (see :class:`EpochItems`).
     """
 
-    def __init__(self, n: int, seed: int, start: int = 0, stop: int | None = None):
-        stop = n if stop is None else stop
-        if not 0 <= start <= stop <= n:
-            raise ValueError(f"positions {start}..{stop} are not within an epoch of {n} samples")
-        self.n, self.seed, self.start, self.stop = n, seed, start, stop
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self.set_epoch(0)
 
-    def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
-        return iter(order[self.start:self.stop].tolist())
+    def set_epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
+        stop = self.n if stop is None else stop
+        if not 0 <= start <= stop <= self.n:
+            raise ValueError(f"positions {start}..{stop} are not within an epoch of {self.n} samples")
+        self.epoch, self.start, self.stop = epoch, start, stop
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, "order"))
+        order = torch.randperm(self.n, generator=generator)
+        return iter((self.epoch, index) for index in order[self.start:self.stop].tolist())
 
     def __len__(self) -> int:
         return self.stop - self.start
+
+
+class EpochItems(Dataset):
+    """Serves ``(epoch, index)`` items of a training set whose augmentation depends on its ``epoch``
+    attribute: the attribute is set from the item, in whichever process (loader worker) loads it."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, index = item
+        self.dataset.epoch = epoch
+        return self.dataset[index]
 
 
 @torch.no_grad()
@@ -200,13 +265,14 @@ def predict_scores(model: nn.Module, dataset: Dataset, device: torch.device, bat
     """Sigmoid class scores and labels for every image of an InferenceDataset (full size, no augmentation)."""
     model.eval()
     loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), collate_fn=collate_inference,
-                        num_workers=num_workers)
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    channels_last = uses_channels_last(model, device)
     scores, labels = [], []
     for _, images, batch_labels in loader:
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            scores.append(torch.sigmoid(model(images.to(device)).float()).cpu())
+        with autocast(device):
+            scores.append(torch.sigmoid(model(to_device(images, device, channels_last)).float()))
         labels.append(batch_labels)
-    return torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    return torch.cat(scores).cpu().numpy(), torch.cat(labels).numpy()
 
 
 def exact_match_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -223,11 +289,19 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(average_precision_score(labels[:, present], scores[:, present], average=None)))
 
 
+SYNC_EVERY = 20  # steps between reads of the loss sums on a GPU (each read waits for the device)
+
+
 def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | None, settings: TrainSettings,
                      batch_loss: BatchLoss, device: torch.device, log_path: str | os.PathLike,
                      resume: ResumeSpec | None = None,
                      on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` in place; write one CSV row per epoch to ``log_path``; return the rows.
+
+    ``train_set`` serves ``train_set[index]`` with augmentation drawn from its ``epoch`` attribute, which the
+    loop sets. A row holds the epoch's mean losses, the lr, the validation mAP and exact-match accuracy
+    (every ``settings.val_every`` epochs and after the last), the seconds and ``data_wait``: the share of
+    the epoch the loop spent waiting for batches (data loading that does not keep up with the model).
 
     With ``resume``, the state is saved at its interval and, if ``resume.path`` holds a state of this
     job from an interrupted run (time limit, preemption), training continues from it exactly as if
@@ -238,10 +312,13 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     is removed when training completes.
 
     With ``settings.select`` other than "last", the model ends with the weights of the epoch that
-    scored best on the watched column (ties: the earliest), and ``early_stop_patience`` ends the run
-    once that many epochs in a row have not beaten it.
+    scored best on the watched column (ties: the earliest; validation scores exist for validated epochs
+    only), and ``early_stop_patience`` ends the run once that many epochs in a row have not beaten it.
+    A non-finite loss stops the run with FloatingPointError: on the CPU before it reaches the weights,
+    on a GPU at the next read of the loss sums.
     """
-    model.to(device)
+    channels_last = uses_channels_last(model, device)
+    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     if len(train_set) < settings.batch_size:
         raise ValueError(f"training set has {len(train_set)} images, fewer than one batch of {settings.batch_size}")
     steps_per_epoch = len(train_set) // settings.batch_size  # drop_last: BatchNorm dislikes tiny batches
@@ -252,8 +329,9 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     watched = SELECTIONS[settings.select]
     if watched and watched[0].startswith("val_") and val_set is None:
         raise ValueError(f"select {settings.select!r} scores epochs on validation images, but none were given")
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # float16 overflows without loss scaling; bfloat16 has float32's range (the scaler is then a no-op)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+    sync_every = 1 if device.type == "cpu" else SYNC_EVERY
     loss_generator = torch.Generator()
     # Where training stands: the epoch in progress, its finished batches, their summed losses and the
     # seconds spent on them (a resumed epoch's logged time excludes the downtime), the logged rows, and the
@@ -265,9 +343,16 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         step = epoch * steps_per_epoch + done
         return f"step {step}/{total_steps} ({f'{done} batches into' if done else 'start of'} epoch {epoch + 1})"
 
+    def read_totals() -> dict[str, float]:
+        """The summed losses on the host (one wait for the device); a non-finite one ends the run here."""
+        values = {key: float(value) for key, value in totals.items()}
+        if not np.isfinite(values.get("loss", 0.0)):
+            raise FloatingPointError(f"training loss became {values['loss']} by {where()}")
+        return values
+
     def save() -> None:
         with atomic_path(resume.path, suffix=".pt") as tmp:
-            torch.save({"fingerprint": resume.fingerprint, "epoch": epoch, "batch": done, "totals": totals,
+            torch.save({"fingerprint": resume.fingerprint, "epoch": epoch, "batch": done, "totals": read_totals(),
                         "elapsed": elapsed, "rows": rows, "best": best, "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(), "loss_generator": loss_generator.get_state(),
@@ -285,31 +370,36 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"], device)
-        rows, totals, elapsed = list(state["rows"]), dict(state["totals"]), float(state["elapsed"])
+        rows, elapsed = list(state["rows"]), float(state["elapsed"])
+        totals = {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in state["totals"].items()}
         best = state["best"]
         epoch, done = int(state["epoch"]), int(state["batch"])
         print(f"resuming from {resume.path} at {where()}", flush=True)
 
+    order = EpochOrder(len(train_set), settings.seed)
+    workers = settings.num_workers
+    loader = DataLoader(EpochItems(train_set), batch_size=settings.batch_size, drop_last=True, sampler=order,
+                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                        # the loader draws its workers' base seed from this, not from torch's global RNG;
+                        # augmentation does not use it (datasets seed each item from (seed, epoch, index))
+                        generator=torch.Generator().manual_seed(epoch_seed(settings.seed, 0, "workers")))
     while epoch < epochs:
         started = time.time() - elapsed
-        train_set.epoch = epoch
         if done == 0:
             loss_generator.manual_seed(epoch_seed(settings.seed, epoch, "batch_loss"))
         batches = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # max_steps may end mid-epoch
-        order_seed = epoch_seed(settings.seed, epoch, "order")
-        loader = DataLoader(train_set, batch_size=settings.batch_size, drop_last=True,
-                            sampler=EpochOrder(len(train_set), order_seed, done * settings.batch_size,
-                                               batches * settings.batch_size),
-                            num_workers=settings.num_workers, persistent_workers=False,
-                            # the loader draws its workers' base seed from this, not from torch's global RNG
-                            generator=torch.Generator().manual_seed(order_seed))
+        order.set_epoch(epoch, done * settings.batch_size, batches * settings.batch_size)
+        train_set.epoch = epoch  # for a loader without workers, and for whoever reads it after the epoch
         set_train_mode(model, settings.freeze_bn)
+        torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed-size crops: one kernel search per shape
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", initial=done, total=batches, mininterval=10)
+        waited, asked = 0.0, time.perf_counter()
         for images, labels in progress:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=use_amp):
+            waited += time.perf_counter() - asked
+            images, labels = to_device(images, device, channels_last), to_device(labels, device)
+            with autocast(device):
                 loss, parts = batch_loss(model, images, labels, loss_generator)
-            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+            if sync_every == 1 and not torch.isfinite(loss):  # on the CPU: stop before a NaN reaches the weights
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -320,26 +410,33 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
             scaler.update()
             scheduler.step()
             done += 1
-            for key, value in {"loss": loss.item(), **parts}.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-            progress.set_postfix(loss=totals["loss"] / done, refresh=False)
+            for key, value in {"loss": loss, **parts}.items():  # summed on the device: no wait for it here
+                value = torch.as_tensor(value.detach() if torch.is_tensor(value) else value, dtype=torch.float64,
+                                        device=device)
+                totals[key] = totals[key] + value if key in totals else value
+            if done % sync_every == 0:
+                progress.set_postfix(loss=read_totals()["loss"] / done, refresh=False)
             step = epoch * steps_per_epoch + done
             if resume is not None and resume.every_steps and step % resume.every_steps == 0 and step < total_steps:
                 elapsed = time.time() - started
                 save()
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(done, 1) for k, v in totals.items()},
+            asked = time.perf_counter()
+        seconds = time.time() - started
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(done, 1) for k, v in read_totals().items()},
                "lr": optimizer.param_groups[0]["lr"]}
-        if val_set is not None:
+        if val_set is not None and ((epoch + 1) % settings.val_every == 0 or epoch + 1 == epochs):
+            torch.backends.cudnn.benchmark = False  # full-size images of many sizes: a kernel search for each
             scores, labels = predict_scores(model, val_set, device, num_workers=settings.num_workers)
             row["val_map"] = mean_average_precision(scores, labels)
             row["val_accuracy"] = exact_match_accuracy(scores, labels)
         row["seconds"] = time.time() - started
+        row["data_wait"] = waited / max(seconds, 1e-9)
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         _write_log(log_path, rows)
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if watched and (best is None or _beats(row[watched[0]], best["score"], watched[1])):
+        if watched and watched[0] in row and (best is None or _beats(row[watched[0]], best["score"], watched[1])):
             best = {"epoch": epoch + 1, "score": row[watched[0]],
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         stale = best is not None and settings.early_stop_patience is not None and \

@@ -85,3 +85,29 @@ def test_letterbox_keeps_the_aspect_ratio_and_pads_with_the_mean():
     expected_right = (0 - np.array(mean)) / std
     np.testing.assert_allclose(out[:, 4:12, :7], np.broadcast_to(expected_left[:, None, None], (3, 8, 7)))
     np.testing.assert_allclose(out[:, 4:12, 9:], np.broadcast_to(expected_right[:, None, None], (3, 8, 7)))
+
+
+def test_colour_jitter_is_torchvisions_with_its_randomness_from_our_generator(monkeypatch):
+    """Same parameters, same pixels as torchvision's ColorJitter; the draws come from our generator alone
+    (reproducible, torch's global RNG untouched) and lie in ColorJitter's ranges."""
+    from torchvision.transforms import ColorJitter
+    from wsss_lib.data.transforms import colour_jitter_params, jitter_colours
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    jitter = (0.3, 0.3, 0.3, 0.1)
+    global_rng = torch.get_rng_state()
+    for seed in range(5):
+        ours = np.asarray(jitter_colours(image, jitter, torch.Generator().manual_seed(seed)))
+        params = colour_jitter_params(jitter, torch.Generator().manual_seed(seed))
+        order, brightness, contrast, saturation, hue = params
+        assert sorted(order.tolist()) == [0, 1, 2, 3]
+        assert all(0.7 <= f <= 1.3 for f in (brightness, contrast, saturation)) and -0.1 <= hue <= 0.1
+        monkeypatch.setattr(ColorJitter, "get_params", staticmethod(lambda *args, p=params: p))
+        np.testing.assert_array_equal(ours, np.asarray(ColorJitter(*jitter)(image)))
+    assert torch.equal(torch.get_rng_state(), global_rng)
+    again = np.asarray(jitter_colours(image, jitter, torch.Generator().manual_seed(4)))
+    np.testing.assert_array_equal(again, ours)
+    other = np.asarray(jitter_colours(image, jitter, torch.Generator().manual_seed(5)))
+    assert not np.array_equal(other, ours)
+    # a component that is off is neither drawn nor applied
+    assert colour_jitter_params((0.3, 0.0, 0.0, 0.0), torch.Generator().manual_seed(0))[2:] == (None, None, None)

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import ColorJitter
+import torchvision.transforms.functional as TF
 
 from wsss_lib.data.label_png import IGNORE_INDEX
 
@@ -93,13 +93,32 @@ def random_crop(array: np.ndarray, crop: int, generator: torch.Generator) -> np.
     return apply_crop(array, random_crop_window(*array.shape[-2:], crop, generator), crop)
 
 
+def colour_jitter_params(color_jitter: Sequence[float], generator: torch.Generator):
+    """What torchvision's ``ColorJitter.get_params`` draws (the order of the four adjustments, then the
+    brightness, contrast and saturation factors, uniform in [max(0, 1 - x), 1 + x], and the hue shift, uniform
+    in [-h, h]; None for a component that is off), drawn from ``generator``: ColorJitter itself draws from
+    torch's global RNG, which reseeding per image would make both unreproducible across workers and slow
+    (``torch.manual_seed`` costs ~2 ms a call)."""
+    order = torch.randperm(4, generator=generator)
+
+    def uniform(low: float, high: float) -> float:
+        return float(torch.empty(1).uniform_(low, high, generator=generator))
+
+    brightness, contrast, saturation, hue = color_jitter
+    factors = [uniform(max(0.0, 1 - x), 1 + x) if x else None for x in (brightness, contrast, saturation)]
+    return (order, *factors, uniform(-hue, hue) if hue else None)
+
+
 def jitter_colours(image: Image.Image, color_jitter: Sequence[float], generator: torch.Generator) -> Image.Image:
+    """torchvision's ColorJitter(*color_jitter) on a PIL image, its randomness from ``generator``."""
     if not any(color_jitter):
         return image
-    brightness, contrast, saturation, hue = color_jitter
-    # ColorJitter draws from torch's global generator; seed it from ours for reproducibility.
-    torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-    return ColorJitter(brightness, contrast, saturation, hue)(image)
+    order, *values = colour_jitter_params(color_jitter, generator)
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for index in order.tolist():
+        if values[index] is not None:
+            image = adjust[index](image, values[index])
+    return image
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from wsss_lib.metrics import confusion_matrix, summarise
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import StoreReader, open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
-from wsss_lib.training import ResumeSpec, TrainSettings, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier
 
 
 def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTransform:
@@ -77,7 +77,7 @@ def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, 
              "strided_stride": opts["strided_stride"], "class_names": list(meta["class_names"])}
     with open_store_writer(store_out, attrs) as store, torch.no_grad():
         for ids, images, labels in tqdm(loader, desc="make_cams", mininterval=10):
-            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+            with autocast(dev):
                 strided, high_res = multiscale_cams(model, images.to(dev), opts["scales"], opts["flip"],
                                                     opts["strided_stride"])
             strided, high_res = normalise_by_max(strided).cpu(), normalise_by_max(high_res).cpu()

@@ -25,7 +25,7 @@ from wsss_lib.models.cam_net import load_cam_net
 from wsss_lib.random_walk import random_walk_labels
 from wsss_lib.report import write_json
 from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
-from wsss_lib.training import ResumeSpec, TrainSettings, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier
 
 
 def _split_with_cams(split_csvs: str | Sequence[str], store: StoreReader):
@@ -157,7 +157,7 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
         table, _ = _split_with_cams(split_csvs, cams)
         for image_id, image_path in zip(table["id"], table["image"]):
             image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None].to(dev)
-            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+            with autocast(dev):
                 embedding = model(image)
             affinities = pair_affinities(embedding.float(), offsets)[0]
             entry = cams[image_id]

@@ -30,7 +30,7 @@ from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.report import write_csv
 from wsss_lib.stages.cam import train_transform
 from wsss_lib.store import StoreReader, open_store_writer
-from wsss_lib.training import ResumeSpec, TrainSettings, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier
 
 
 def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, teacher: Mapping[str, Any], *,
@@ -84,7 +84,7 @@ def extract_features(model_path: str, split_csv: str, store_out: str, *, kind: s
              "model_config_hash": meta.get("config_hash", "")}
     with open_store_writer(store_out, attrs) as store:
         for ids, images, _ in tqdm(loader, desc="extract_features", mininterval=10):
-            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+            with autocast(dev):
                 features = embed(images.to(dev)).float().cpu().numpy()
             for image_id, feature in zip(ids, features):
                 store.write(image_id, feature=feature.astype(np.float32))
