@@ -1,0 +1,137 @@
+"""benchmarks/gpu_stages.py: a --tiny run on the CPU times every stage with the production functions; its
+counts, rates and full-VOC extrapolations are checked against their definitions (recomputed here from the
+config and VOC's split sizes), and its JSON file against the printed table."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from wsss_lib.config import method_config
+
+REPO = Path(__file__).resolve().parents[1]
+VOC_TRAIN, VOC_TRAIN_AUG, VOC_VAL = 1464, 10582, 1449  # PASCAL VOC 2012 (+ SBD for train_aug) image counts
+TRAIN_IMAGES, TIMED_EPOCHS = 8, 1
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("gpu_stages", REPO / "benchmarks" / "gpu_stages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu_stages():
+    return load_benchmark()
+
+
+@pytest.fixture(scope="module")
+def configured() -> dict:
+    """baseline's effective VOC hyper-parameters, read here without the benchmark's helpers."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["dataset"] = "voc12"
+    return method_config(config, "baseline")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(gpu_stages, tmp_path_factory):
+    """(returned result, JSON file's content, printed output) of one --tiny CPU run."""
+    tmp = tmp_path_factory.mktemp("gpu_stages")
+    printed = io.StringIO()
+    torch_threads = torch.get_num_threads()  # the stages set torch's process-wide thread count
+    try:
+        with contextlib.redirect_stdout(printed):
+            result = gpu_stages.main(["--tiny", "--device", "cpu", "--images", str(TRAIN_IMAGES), "--epochs",
+                                      str(TIMED_EPOCHS), "--threads", "1", "--cpu-processes", "2",
+                                      "--workdir", str(tmp / "work"), "--json", str(tmp / "result.json")])
+    finally:
+        torch.set_num_threads(torch_threads)
+    return result, json.loads((tmp / "result.json").read_text()), printed.getvalue()
+
+
+def test_every_stage_is_timed_on_the_images_it_processed(gpu_stages, tiny_run):
+    result, _, _ = tiny_run
+    stages = {row["stage"]: row for row in result["stages"]}
+    assert list(stages) == ["train_cam", "make_cams", "crf_labels", "train_affinity", "random_walk",
+                            "train_deeplab", "infer_deeplab"]
+    tiny = gpu_stages.TINY_HPARAMS
+    batches = {"train_cam": tiny["train_cam"]["batch_size"], "train_affinity": tiny["refine"]["affinity"]["batch_size"],
+               "train_deeplab": tiny["segment"]["batch_size"]}
+    val_images = round(TRAIN_IMAGES * VOC_VAL / VOC_TRAIN)  # baseline's CAM net validates on val, trains on train
+    for stage, batch in batches.items():  # the timed epochs after the warm-up one, full batches only
+        assert stages[stage]["images"] == TIMED_EPOCHS * (TRAIN_IMAGES // batch) * batch, stage
+    for stage in ("make_cams", "crf_labels", "random_walk"):
+        assert stages[stage]["images"] == TRAIN_IMAGES, stage
+    assert stages["infer_deeplab"]["images"] == val_images == result["settings"]["val_images"]
+    for row in stages.values():
+        assert row["seconds"] > 0
+        assert row["images_per_second"] == pytest.approx(row["images"] / row["seconds"], rel=1e-12)
+        assert row["device"] == "cpu" and row["peak_gpu_mb"] is None
+        assert row["call_seconds"] >= row["seconds"] * (1 - 1e-9)  # the timed part lies inside the call
+    for stage in ("train_cam", "train_affinity", "train_deeplab"):  # the warm-up epoch is not timed
+        assert stages[stage]["call_seconds"] > stages[stage]["seconds"]
+
+
+def test_extrapolation_is_the_configured_full_voc_run_at_the_measured_rate(tiny_run, configured):
+    result, _, _ = tiny_run
+    cam, segment = configured["train_cam"], configured["segment"]
+    assert (cam["split"], configured["eval_cams"]["split"], segment["split"], segment["infer"]["split"]) == \
+        ("train", "train", "train_aug", "val")  # the counts below assume baseline's splits
+    expected_images = {
+        "train_cam": cam["epochs"] * VOC_TRAIN,
+        "make_cams": VOC_TRAIN_AUG,  # train lies inside train_aug
+        "crf_labels": VOC_TRAIN_AUG,
+        "train_affinity": configured["refine"]["affinity"]["epochs"] * VOC_TRAIN_AUG,
+        "random_walk": VOC_TRAIN_AUG,
+        "train_deeplab": segment["iterations"] * segment["batch_size"],
+        "infer_deeplab": VOC_VAL,
+    }
+    hours = 0.0
+    for row in result["stages"]:
+        assert row["full_voc_images"] == expected_images[row["stage"]], row["stage"]
+        measured_rate = row["images"] / row["seconds"]
+        assert row["full_voc_hours"] == pytest.approx(expected_images[row["stage"]] / measured_rate / 3600, rel=1e-9)
+        hours += row["full_voc_hours"]
+    assert result["total_full_voc_hours"] == pytest.approx(hours, rel=1e-12)
+
+
+def test_only_random_init_and_the_schedule_are_overridden(gpu_stages, configured):
+    """Full-size mode keeps every configured value (resnet50 OS16 CAM net, crops, batches, scales) but these."""
+    hp = gpu_stages.benchmark_hparams(configured, train_images=80, timed_epochs=2, tiny=False)
+
+    def leaves(tree, prefix=()):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from leaves(value, (*prefix, key))
+            else:
+                yield (*prefix, key), value
+
+    changed = {path: value for path, value in leaves(hp) if dict(leaves(configured)).get(path) != value}
+    assert changed == {("pretrained",): "none", ("segment", "pretrained"): "none", ("train_cam", "epochs"): 3,
+                       ("refine", "affinity", "epochs"): 3,
+                       ("segment", "iterations"): 3 * (80 // configured["segment"]["batch_size"])}
+    assert dict(leaves(hp)).keys() == dict(leaves(configured)).keys()
+
+
+def test_json_file_matches_the_printed_table(tiny_run):
+    result, written, printed = tiny_run
+    assert written == json.loads(json.dumps(result))
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("stage") and "full_VOC_h" in line)
+    assert lines[header].split() == ["stage", "device", "images", "seconds", "img/s", "peak_GPU_MB",
+                                     "full_VOC_images", "full_VOC_h"]
+    table = [line.split() for line in lines[header + 1: header + 1 + len(written["stages"])]]
+    for cells, row in zip(table, written["stages"]):
+        assert cells == [row["stage"], row["device"], str(row["images"]), f"{row['seconds']:.3f}",
+                         f"{row['images_per_second']:.2f}", "n/a", str(row["full_voc_images"]),
+                         f"{row['full_voc_hours']:.3f}"]
+    total = lines[header + 1 + len(written["stages"])].split()
+    assert total == ["total", f"{written['total_full_voc_hours']:.3f}"]
