@@ -10,8 +10,8 @@ share of each epoch the loop spent waiting for a batch.
     .venv/bin/python benchmarks/train_throughput.py --backbone efficientnet_lite0 --pretrained imagenet \\
         --crop 320 --batch 8 --voc-root ../shared/voc_sample --split train_aug --resize-long 256 400
 
-Threads: the run gets ``--threads`` (as a Snakemake job of that many threads does); the loader's workers
-come out of them (see wsss_lib.training.loader_workers).
+Threads: the run gets ``--threads`` (as a Snakemake job of that many threads does) and as many loader workers
+as the loop gives a job of that size (wsss_lib.training.loader_workers), or ``--workers`` to force a number.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from wsss_lib.data.voc import build_split_table, find_voc_root
 from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.objectives import Objective, build_batch_loss
 from wsss_lib.stages.cam import train_transform
+from wsss_lib import training
 from wsss_lib.training import TrainSettings, build_optimizer, set_train_mode, train_classifier
 
 
@@ -69,26 +70,31 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=240, help="synthetic training images")
     parser.add_argument("--voc-root", help="a VOC-layout tree instead of synthetic images")
     parser.add_argument("--split", default="train")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images of the VOC split")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=None, help="default: the job's rule (loader_workers)")
+    parser.add_argument("--workers", type=int, default=None, help="default: the loop's choice (loader_workers)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    workers = training.loader_workers(1, args.threads, torch.device("cpu"))
+    if args.workers is not None:
+        workers = args.workers
+        training.loader_workers = lambda configured, threads, device: args.workers
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.voc_root:
             names = list(VOC_CLASSES)
-            table = build_split_table(find_voc_root(args.voc_root), args.split, names)
+            table = build_split_table(find_voc_root(args.voc_root), args.split, names)[:args.limit]
         else:
             names = class_names(5)
-            generate_synthetic(Path(tmp), n_train=args.images, n_train_aug=0, n_val=1, image_size=args.synthetic or
+            generate_synthetic(Path(tmp), n_train=args.images, n_train_aug=args.images, n_val=1, image_size=args.synthetic or
                                args.crop, n_classes=5, seed=0)
             table = build_split_table(Path(tmp), "train", names)
         resize = args.resize_long or [args.crop * 7 // 8, args.crop * 9 // 8]
         opts = {"crop": args.crop, "resize_long": resize, "hflip": True, "color_jitter": [0.3, 0.3, 0.3, 0.1]}
         settings = TrainSettings(epochs=args.epochs, batch_size=args.batch, lr=0.01, weight_decay=1e-4, momentum=0.9,
                                  poly_power=0.9, new_layer_lr_mult=10, freeze_bn=args.pretrained != "none",
-                                 num_workers=1 if args.workers is None else args.workers)
+                                 num_workers=1)
         torch.manual_seed(0)
         model = build_cam_net(args.backbone, len(names), args.pretrained, args.output_stride)
         dataset = ClassificationDataset(table, train_transform(opts, model.backbone.input_mean,
@@ -103,7 +109,7 @@ def main() -> None:
         bare = bare_loop(fresh, args.batch, args.crop, len(names), steps, settings)
     wait = np.mean([row["data_wait"] for row in steady])
     print(f"{args.backbone} crop {args.crop} batch {args.batch}, {len(dataset)} images, {args.threads} threads, "
-          f"{settings.num_workers} loader workers")
+          f"{workers} loader workers")
     print(f"  train_cam loop: {pipeline:.1f} img/s (epochs 2-{args.epochs}; first epoch {rows[0]['seconds']:.1f} s)"
           f"; waiting for data {100 * wait:.1f}% of each epoch")
     print(f"  bare loop:      {bare:.1f} img/s")

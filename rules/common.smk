@@ -14,6 +14,11 @@ from snakemake.utils import validate
 # hash (script_code) is taken over these files, so they must be the files that run.
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
+# Snakemake gives each job OMP_NUM_THREADS = its threads. OpenMP's worker threads then spin while they wait
+# (libgomp's default), which costs little alone but much when jobs share cores: two 2-thread small_cnn
+# trainings side by side on 2 cores ran at 11 img/s each spinning, 19.6 waiting passively (alone: 33.4 / 32.5;
+# benchmarks/train_throughput.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from wsss_lib.classes import dataset_class_names
 from wsss_lib.config import method_config

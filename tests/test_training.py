@@ -418,10 +418,11 @@ def test_a_resumed_run_keeps_the_best_epoch_seen_before_the_interruption(tiny_se
     assert_same_weights(reference, resumed)  # epoch 2's weights, known only from before the interruption
 
 
-def test_persistent_workers_augment_each_epoch_as_the_main_process_does(tiny_sets, tmp_path):
+def test_persistent_workers_augment_each_epoch_as_the_main_process_does(tiny_sets, tmp_path, monkeypatch):
     """One loader serves the whole run, its worker keeping its own copy of the dataset: each item carries its
     epoch there, so a worker-fed run is bitwise the main-process run (augmentation differs by epoch)."""
     train_set, val_set = tiny_sets
+    monkeypatch.setattr(training, "loader_workers", lambda configured, threads, device: configured)
     runs = []
     for workers in (0, 1):
         model = fresh_model()
@@ -444,3 +445,9 @@ def test_validation_every_k_epochs_and_after_the_last(tiny_sets, tmp_path, monke
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="val_every"):
             TrainSettings(**{**vars(SETTINGS), "val_every": bad})
+
+
+def test_loader_workers_feed_a_gpu_and_leave_a_small_cpu_job_to_the_network():
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert training.loader_workers(4, 2, gpu) == 4
+    assert [training.loader_workers(2, threads, cpu) for threads in (1, 2, 3, 4, 8, 16)] == [0, 0, 0, 1, 2, 2]

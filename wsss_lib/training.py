@@ -175,6 +175,18 @@ def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
     return device.type == "cuda" and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
+def loader_workers(configured: int, threads: int, device: torch.device) -> int:
+    """Data-loading worker processes for a job of ``threads`` cores: the configured number on a GPU, where
+    the cores only feed the device; on a CPU, where loading and the network share the job's cores, one worker
+    per 4 threads at most (none below 4). Loading is a small share of a CPU step, so on 2 threads a worker
+    process buys nothing (benchmarks/train_throughput.py, 2 cores: small_cnn at 128 px 33.4 img/s without a
+    worker, 32.7 with one, data wait 11% / 2%; efficientnet_lite0 at 320: data wait 5%) and 1 thread + 1
+    worker is slower (22 img/s)."""
+    if device.type == "cuda":
+        return configured
+    return min(configured, threads // 4)
+
+
 def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
     """SGD over ``model.param_groups()``: (pretrained, new layers[, new-layer biases]). New layers train at
     ``new_layer_lr_mult`` times the lr (PSA / IRN / DeepLab: 10x); a third group, new-layer biases, at twice
@@ -318,7 +330,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     on a GPU at the next read of the loss sums.
     """
     channels_last = uses_channels_last(model, device)
-    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if len(train_set) < settings.batch_size:
         raise ValueError(f"training set has {len(train_set)} images, fewer than one batch of {settings.batch_size}")
     steps_per_epoch = len(train_set) // settings.batch_size  # drop_last: BatchNorm dislikes tiny batches
@@ -377,7 +389,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         print(f"resuming from {resume.path} at {where()}", flush=True)
 
     order = EpochOrder(len(train_set), settings.seed)
-    workers = settings.num_workers
+    workers = loader_workers(settings.num_workers, torch.get_num_threads(), device)
     loader = DataLoader(EpochItems(train_set), batch_size=settings.batch_size, drop_last=True, sampler=order,
                         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
                         # the loader draws its workers' base seed from this, not from torch's global RNG;
@@ -426,7 +438,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
                "lr": optimizer.param_groups[0]["lr"]}
         if val_set is not None and ((epoch + 1) % settings.val_every == 0 or epoch + 1 == epochs):
             torch.backends.cudnn.benchmark = False  # full-size images of many sizes: a kernel search for each
-            scores, labels = predict_scores(model, val_set, device, num_workers=settings.num_workers)
+            scores, labels = predict_scores(model, val_set, device, num_workers=workers)
             row["val_map"] = mean_average_precision(scores, labels)
             row["val_accuracy"] = exact_match_accuracy(scores, labels)
         row["seconds"] = time.time() - started

@@ -23,7 +23,8 @@ from wsss_lib.metrics import confusion_matrix, summarise
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import StoreReader, open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
-from wsss_lib.training import ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier
+from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, resolve_device, to_device,
+                               train_classifier, uses_channels_last)
 
 
 def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTransform:
@@ -67,19 +68,20 @@ def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, 
     opts = hp["make_cams"]
     model, meta = load_cam_net(model_path)
     dev = resolve_device(device)
-    model.to(dev).eval()
+    channels_last = uses_channels_last(model, dev)
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
     table = read_split_tables(split_csvs, meta["class_names"])
     dataset = InferenceDataset(table, meta["input_mean"], meta["input_std"])
     loader = DataLoader(dataset, batch_sampler=dataset.batches(opts["batch_size"]), collate_fn=collate_inference,
-                        num_workers=opts["num_workers"])
+                        num_workers=loader_workers(opts["num_workers"], threads, dev), pin_memory=dev.type == "cuda")
     attrs = {"method": method, "model": str(model_path), "model_config_hash": meta["config_hash"],
              "config_hash": config_hash(dict(opts)), "scales": list(opts["scales"]), "flip": opts["flip"],
              "strided_stride": opts["strided_stride"], "class_names": list(meta["class_names"])}
     with open_store_writer(store_out, attrs) as store, torch.no_grad():
         for ids, images, labels in tqdm(loader, desc="make_cams", mininterval=10):
             with autocast(dev):
-                strided, high_res = multiscale_cams(model, images.to(dev), opts["scales"], opts["flip"],
-                                                    opts["strided_stride"])
+                strided, high_res = multiscale_cams(model, to_device(images, dev, channels_last), opts["scales"],
+                                                    opts["flip"], opts["strided_stride"])
             strided, high_res = normalise_by_max(strided).cpu(), normalise_by_max(high_res).cpu()
             for i, image_id in enumerate(ids):
                 keys = torch.nonzero(labels[i]).flatten()
