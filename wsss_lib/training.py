@@ -162,9 +162,9 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """A batch to ``device`` without blocking the host (its pinned memory makes the copy asynchronous);
-    channels-last for 4-D image batches of convolutional nets on CUDA."""
+    channels-last for 4-D image batches when ``channels_last`` (see :func:`place_model`)."""
     batch = batch.to(device, non_blocking=True)
-    if channels_last and batch.ndim == 4 and device.type == "cuda":
+    if channels_last and batch.ndim == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
 
@@ -173,6 +173,14 @@ def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
     """Channels-last pays on CUDA for convolutional nets (cuDNN's tensor-core kernels read NHWC): those with
     BatchNorm2d layers (ResNets, EfficientNet, small_cnn); a ViT (LayerNorm) gains nothing from it."""
     return device.type == "cuda" and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def place_model(model: nn.Module, device: torch.device) -> bool:
+    """Move ``model`` to ``device``, channels-last where that pays; returns whether its input batches
+    should be channels-last too (:func:`to_device`)."""
+    channels_last = uses_channels_last(model, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    return channels_last
 
 
 def loader_workers(configured: int, threads: int, device: torch.device) -> int:
@@ -329,8 +337,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     A non-finite loss stops the run with FloatingPointError: on the CPU before it reaches the weights,
     on a GPU at the next read of the loss sums.
     """
-    channels_last = uses_channels_last(model, device)
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    channels_last = place_model(model, device)
     if len(train_set) < settings.batch_size:
         raise ValueError(f"training set has {len(train_set)} images, fewer than one batch of {settings.batch_size}")
     steps_per_epoch = len(train_set) // settings.batch_size  # drop_last: BatchNorm dislikes tiny batches

@@ -23,8 +23,8 @@ from wsss_lib.metrics import confusion_matrix, summarise
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import StoreReader, open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
-from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, resolve_device, to_device,
-                               train_classifier, uses_channels_last)
+from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, place_model, resolve_device,
+                               to_device, train_classifier)
 
 
 def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTransform:
@@ -68,8 +68,8 @@ def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, 
     opts = hp["make_cams"]
     model, meta = load_cam_net(model_path)
     dev = resolve_device(device)
-    channels_last = uses_channels_last(model, dev)
-    model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
+    channels_last = place_model(model, dev)
+    model.eval()
     table = read_split_tables(split_csvs, meta["class_names"])
     dataset = InferenceDataset(table, meta["input_mean"], meta["input_std"])
     loader = DataLoader(dataset, batch_sampler=dataset.batches(opts["batch_size"]), collate_fn=collate_inference,
