@@ -1,6 +1,7 @@
 """benchmarks/gpu_stages.py: a --tiny run on the CPU times every stage with the production functions; its
 counts, rates and full-VOC extrapolations are checked against their definitions (recomputed here from the
-config and VOC's split sizes), and its JSON file against the printed table."""
+config and VOC's split sizes), and its JSON file against the printed table. benchmarks/job_profile.py: per-rule
+sums of a run's benchmark files."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ VOC_TRAIN, VOC_TRAIN_AUG, VOC_VAL = 1464, 10582, 1449  # PASCAL VOC 2012 (+ SBD 
 TRAIN_IMAGES, TIMED_EPOCHS = 8, 1
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("gpu_stages", REPO / "benchmarks" / "gpu_stages.py")
+def load_benchmark(name: str = "gpu_stages"):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -135,3 +136,19 @@ def test_json_file_matches_the_printed_table(tiny_run):
                          f"{row['full_voc_hours']:.3f}"]
     total = lines[header + 1 + len(written["stages"])].split()
     assert total == ["total", f"{written['total_full_voc_hours']:.3f}"]
+
+
+def test_job_profile_sums_each_rules_benchmark_files(tmp_path):
+    job_profile = load_benchmark("job_profile")
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    timings = {"train_cam/a.tsv": (10.0, 18.0), "train_cam/b.tsv": (30.0, 45.0), "make_synthetic.tsv": (4.0, 4.0)}
+    for name, (wall, cpu) in timings.items():
+        (tmp_path / "benchmarks" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "benchmarks" / name).write_text(header + f"{wall}\t0:00:{int(wall):02d}\t1\t1\t1\t1\t0\t0\t50\t{cpu}\n")
+    table = job_profile.rule_profile(job_profile.job_table(tmp_path))
+    assert table.index.tolist() == ["train_cam", "make_synthetic"]
+    assert table.loc["train_cam"].tolist() == [2, 40.0, 30.0, 63.0, 63.0 / 40.0]
+    assert table.loc["make_synthetic", "cpu_per_wall"] == 1.0
+    (tmp_path / "benchmarks" / "bad.tsv").write_text("x\n1\n")
+    with pytest.raises(ValueError, match="bad.tsv"):
+        job_profile.job_table(tmp_path)
