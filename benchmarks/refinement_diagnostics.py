@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from wsss_lib.affinity import neighbour_offsets, pair_affinities, pair_labels
-from wsss_lib.cams import strongest_class
+from wsss_lib.evaluation import strongest_class
 from wsss_lib.crf import IGNORE
 from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.transforms import downsample_labels, normalise

@@ -24,7 +24,7 @@ rule train_cam:
         f"{LOGS}/train_cam/{{method}}.log",
     benchmark:
         f"{BENCH}/train_cam/{{method}}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=600,
@@ -48,7 +48,7 @@ rule make_cams:
         f"{LOGS}/make_cams/{{method}}.log",
     benchmark:
         f"{BENCH}/make_cams/{{method}}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=240,

@@ -29,6 +29,12 @@ validate(config, "../config/schema.yaml")
 
 R = config["results"]
 DATASET = config["dataset"]
+# Threads of each training and inference job run locally; the dataset's setting suits the network its hparams
+# choose (config.yaml). A SLURM profile sets its own (set-threads).
+JOB_THREADS = config[DATASET]["job_threads"]
+# Jobs whose work is a process pool (dense CRFs) lose nothing to a second core, so they take at least 2: one method
+# run alone finishes sooner, and a run of all methods spends the same core-seconds.
+POOL_THREADS = max(2, JOB_THREADS)
 METHODS = list(config["methods"])
 SPLITS = ["train", "train_aug", "val"]
 LOGS = f"{R}/logs"
@@ -72,8 +78,12 @@ def class_names():
     return dataset_class_names(DATASET, config["synthetic"]["n_classes"])
 
 
+# Each method's effective hyper-parameters, merged once (input functions and params read them for every job).
+HPARAMS = {method: method_config(config, method) for method in METHODS}
+
+
 def hparams(method):
-    return method_config(config, method)
+    return HPARAMS[method]
 
 
 def cam_training_params(method):
@@ -212,9 +222,12 @@ def segment_training_params(method):
     return {"segment": {k: v for k, v in seg.items() if k not in ("infer", "crf")}}
 
 
-def segment_weights(wildcards):
-    """DeepLab's backbone start: fetched ImageNet weights of a ResNet, a user-given state dict, or nothing."""
+def segment_start(wildcards):
+    """DeepLab's backbone start: the method's final CAM net (init: cam), or the fetched ImageNet weights of a
+    ResNet, a user-given state dict, or nothing."""
     seg = hparams(wildcards.method)["segment"]
+    if seg["init"] == "cam":
+        return {"init": final_cam_model(wildcards)}
     weights = backbone_weights(seg["backbone"], seg["pretrained"])
     return {"weights": weights} if weights else {}
 

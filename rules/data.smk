@@ -16,7 +16,7 @@ rule make_synthetic:
         directory(config["synthetic"]["root"]),
     params:
         code=script_code("make_synthetic.py"),
-        spec={k: v for k, v in config["synthetic"].items() if k not in ("root", "hparams")},
+        spec={k: v for k, v in config["synthetic"].items() if k not in ("root", "job_threads", "hparams")},
     conda:
         "../envs/wsss.yaml"
     log:

@@ -21,7 +21,7 @@ rule crf_labels:
         f"{LOGS}/crf_labels/{{method}}.log",
     benchmark:
         f"{BENCH}/crf_labels/{{method}}.tsv"
-    threads: 2
+    threads: POOL_THREADS
     resources:
         mem_mb=4000,
         runtime=120,
@@ -47,7 +47,7 @@ rule train_affinity:
         f"{LOGS}/train_affinity/{{method}}.log",
     benchmark:
         f"{BENCH}/train_affinity/{{method}}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=600,
@@ -72,7 +72,7 @@ rule random_walk:
         f"{LOGS}/random_walk/{{method}}.log",
     benchmark:
         f"{BENCH}/random_walk/{{method}}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=240,

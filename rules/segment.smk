@@ -10,7 +10,7 @@ localrules:
 
 rule train_deeplab:
     input:
-        unpack(segment_weights),
+        unpack(segment_start),
         pseudo=rules.random_walk.output[0],
         split=pseudo_split_csv,
     output:
@@ -26,7 +26,7 @@ rule train_deeplab:
         f"{LOGS}/train_deeplab/{{method}}.log",
     benchmark:
         f"{BENCH}/train_deeplab/{{method}}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=16000,
         runtime=1440,
@@ -50,7 +50,7 @@ rule infer_deeplab:
         f"{LOGS}/infer_deeplab/{{method}}.log",
     benchmark:
         f"{BENCH}/infer_deeplab/{{method}}.tsv"
-    threads: 2
+    threads: POOL_THREADS
     resources:
         mem_mb=8000,
         runtime=240,

@@ -21,7 +21,7 @@ rule train_teacher:
         f"{LOGS}/train_teacher/{{method}}.log",
     benchmark:
         f"{BENCH}/train_teacher/{{method}}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=600,
@@ -46,7 +46,7 @@ rule extract_features:
         f"{LOGS}/extract_features/{{method}}_round{{round}}.log",
     benchmark:
         f"{BENCH}/extract_features/{{method}}_round{{round}}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=120,
@@ -102,7 +102,7 @@ rule train_subcategory:
         f"{LOGS}/train_subcategory/{{method}}_round{{round}}.log",
     benchmark:
         f"{BENCH}/train_subcategory/{{method}}_round{{round}}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=600,

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from wsss_lib.cams import cams_to_labels, multiscale_cams, normalise_by_max, strongest_class
+from wsss_lib.cams import multiscale_cams, normalise_by_max
+from wsss_lib.evaluation import cams_to_labels, strongest_class
 from wsss_lib.models.cam_net import build_cam_net
 
 

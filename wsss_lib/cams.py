@@ -1,4 +1,4 @@
-"""Multi-scale, flip-augmented CAM inference and CAM -> label conversion.
+"""Multi-scale, flip-augmented CAM inference (CAM -> label conversion: wsss_lib.evaluation).
 
 Test-time augmentation follows IRN (Ahn et al. CVPR 2019): scales (1.0, 0.5, 1.5, 2.0) with
 horizontal flips, CAMs resized to a common grid and summed, then each class map divided by its
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,22 +42,3 @@ def normalise_by_max(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Divide each (image, class) map by its spatial maximum (IRN's normalisation)."""
     peak = cams.flatten(-2).amax(-1)[..., None, None]
     return cams / (peak + eps)
-
-
-def strongest_class(cams: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel, the strongest present class (labelled ``key + 1``) and its normalised score.
-
-    ``cams`` (k, H, W) are the maps of the foreground classes ``keys`` (0-based class ids).
-    """
-    if len(keys) == 0:
-        zeros = np.zeros(cams.shape[-2:], dtype=np.float32)
-        return zeros.astype(np.uint8), zeros
-    best = cams.argmax(0)
-    peak = np.take_along_axis(cams, best[None], 0)[0]
-    return (np.asarray(keys)[best] + 1).astype(np.uint8), peak
-
-
-def cams_to_labels(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
-    """Pixel labels: background where no class exceeds ``threshold``, else the strongest class."""
-    label, peak = strongest_class(cams, keys)
-    return np.where(peak > threshold, label, 0).astype(np.uint8)

@@ -1,4 +1,6 @@
-"""Scoring folders of label PNGs (pseudo-labels, segmentation predictions) against a split's masks."""
+"""Scoring CAMs and folders of label PNGs (pseudo-labels, segmentation predictions) against a split's masks.
+
+numpy only: the evaluation jobs start without torch (wsss_lib/stages/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -32,3 +34,22 @@ def score_label_dir(pred_dir: str | Path, split_csv: str) -> dict:
     if evaluated == 0:
         raise ValueError(f"no image of {split_csv} has a ground-truth mask: nothing to evaluate")
     return {**summarise(conf, names), "split": Path(split_csv).stem, "n_images": evaluated}
+
+
+def strongest_class(cams: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the strongest present class (labelled ``key + 1``) and its normalised score.
+
+    ``cams`` (k, H, W) are the maps of the foreground classes ``keys`` (0-based class ids).
+    """
+    if len(keys) == 0:
+        zeros = np.zeros(cams.shape[-2:], dtype=np.float32)
+        return zeros.astype(np.uint8), zeros
+    best = cams.argmax(0)
+    peak = np.take_along_axis(cams, best[None], 0)[0]
+    return (np.asarray(keys)[best] + 1).astype(np.uint8), peak
+
+
+def cams_to_labels(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
+    """Pixel labels: background where no class exceeds ``threshold``, else the strongest class."""
+    label, peak = strongest_class(cams, keys)
+    return np.where(peak > threshold, label, 0).astype(np.uint8)

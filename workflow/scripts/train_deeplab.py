@@ -8,5 +8,6 @@ from wsss_lib.training import job_resume
 # DeepLab counts iterations, so its state is saved every n iterations (mid-epoch), not per epoch.
 resume = job_resume(snakemake, per="iterations")
 train_deeplab(snakemake.input.pseudo, snakemake.input.split, snakemake.output.model, snakemake.output.log_csv,
-              snakemake.params.hp, weights_file=snakemake.input.get("weights"), device=snakemake.config["device"],
+              snakemake.params.hp, weights_file=snakemake.input.get("weights"),
+              init_model=snakemake.input.get("init"), device=snakemake.config["device"],
               threads=snakemake.threads, resume=resume, method=snakemake.wildcards.method)

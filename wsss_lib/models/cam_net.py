@@ -75,6 +75,15 @@ def save_model(path, model: CAMNet, meta: dict) -> None:
     save_checkpoint(path, model.state_dict(), meta)
 
 
+def cam_backbone_state(path, backbone: str) -> dict:
+    """The backbone weights of the CAM net saved at ``path``, for a network on the same ``backbone`` that starts
+    from them (AffinityNet or DeepLab with ``init: cam``, where no ImageNet weights exist to start from)."""
+    model, meta = load_cam_net(path)
+    if meta["backbone"] != backbone:
+        raise ValueError(f"CAM model {path} has a {meta['backbone']} backbone: it cannot initialise a {backbone}")
+    return model.backbone.state_dict()
+
+
 def load_cam_net(path) -> tuple[CAMNet, dict]:
     """Rebuild a saved CAMNet (no pretrained weights needed: the state dict has them all)."""
     state_dict, meta = read_checkpoint(path, "CAM model")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -12,16 +9,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from wsss_lib.atomic import atomic_path
-from wsss_lib.cams import multiscale_cams, normalise_by_max, strongest_class
+from wsss_lib.cams import multiscale_cams, normalise_by_max
 from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
-from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table, read_split_tables
-from wsss_lib.metrics import confusion_matrix, summarise
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
-from wsss_lib.store import StoreReader, open_store_writer
+from wsss_lib.store import open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, place_model, resolve_device,
                                to_device, train_classifier)
@@ -88,59 +82,3 @@ def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, 
                 store.write(image_id, keys=keys.numpy().astype(np.int16),
                             cam=strided[i, keys].numpy().astype(np.float16),
                             high_res=high_res[i, keys].numpy().astype(np.float16))
-
-
-def threshold_grid(start: float, stop: float, step: float) -> list[float]:
-    return [round(t, 4) for t in np.arange(start, stop + step / 2, step)]
-
-
-def eval_cams(store_path: str, split_csv: str, json_out: str, hp: Mapping[str, Any]) -> dict:
-    """CAM mIoU at the configured background threshold, plus a threshold sweep (one pass over images)."""
-    opts = hp["eval_cams"]
-    sweep = threshold_grid(*opts["sweep"])
-    thresholds = sorted(set(sweep) | {opts["threshold"]})
-    started = time.time()
-    with StoreReader(store_path) as store:
-        class_names = list(store.attrs["class_names"])
-        table = read_split_table(split_csv, class_names)
-        names = ["background", *class_names]
-        n = len(names)
-        confusions = {t: np.zeros((n, n), dtype=np.int64) for t in thresholds}
-        evaluated = 0
-        for image_id, mask_path in zip(table["id"], table["mask"]):
-            if not mask_path:
-                continue  # no pixel ground truth (XML-only image): nothing to score
-            gt = read_label_png(mask_path)
-            entry = store[image_id]
-            cams = entry["high_res"].astype(np.float32)
-            if cams.shape[-2:] != gt.shape:
-                raise ValueError(f"CAM of {image_id} in {store_path} is {cams.shape[-2:]}, mask {mask_path} is {gt.shape}")
-            label, peak = strongest_class(cams, entry["keys"])
-            for t in thresholds:
-                confusions[t] += confusion_matrix(gt, np.where(peak > t, label, 0), n)
-            evaluated += 1
-    if evaluated == 0:
-        raise ValueError(f"no image of {split_csv} has a ground-truth mask: cannot evaluate CAMs")
-    by_threshold = {t: summarise(confusions[t], names) for t in thresholds}
-    best = max(sweep, key=lambda t: by_threshold[t]["miou"])
-    result = {
-        **by_threshold[opts["threshold"]],
-        "threshold": opts["threshold"],
-        "split": Path(split_csv).stem,
-        "n_images": evaluated,
-        "sweep": {str(t): by_threshold[t]["miou"] for t in sweep},
-        "best_threshold": best,
-        "best_miou": by_threshold[best]["miou"],
-        "all_background_miou": summarise(_all_background(confusions[opts["threshold"]]), names)["miou"],
-        "seconds": time.time() - started,
-    }
-    with atomic_path(json_out, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
-    return result
-
-
-def _all_background(conf: np.ndarray) -> np.ndarray:
-    """The confusion matrix of predicting background everywhere, from the ground-truth row sums."""
-    out = np.zeros_like(conf)
-    out[:, 0] = conf.sum(1)
-    return out

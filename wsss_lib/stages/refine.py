@@ -15,17 +15,16 @@ from wsss_lib.affinity import affinity_loss, neighbour_offsets, pair_affinities,
 from wsss_lib.atomic import atomic_dir
 from wsss_lib.config import config_hash
 from wsss_lib.crf import IGNORE, CRFParams, CRFTask, confident_labels_many
-from wsss_lib.data.datasets import SegmentationTrainDataset
+from wsss_lib.data.datasets import SegmentationTrainDataset, decoded_images
 from wsss_lib.data.label_png import read_label_png, write_label_png
-from wsss_lib.data.transforms import SegmentationTrainTransform, normalise
-from wsss_lib.data.voc import read_image, read_split_table, read_split_tables
-from wsss_lib.evaluation import score_label_dir
+from wsss_lib.data.transforms import SegmentationTrainTransform
+from wsss_lib.data.voc import read_split_table, read_split_tables
 from wsss_lib.models.affinity_net import build_affinity_net, load_affinity_net, save_affinity_net
-from wsss_lib.models.cam_net import load_cam_net
+from wsss_lib.models.cam_net import cam_backbone_state
 from wsss_lib.random_walk import random_walk_labels
-from wsss_lib.report import write_json
 from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
-from wsss_lib.training import ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier
+from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, resolve_device,
+                               train_classifier)
 
 
 def _split_with_cams(split_csvs: str | Sequence[str], store: StoreReader):
@@ -118,9 +117,8 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
     if opts["init"] == "cam":
         if init_model is None:
             raise ValueError("refine.affinity.init: cam needs the method's CAM model")
-        cam_net, _ = load_cam_net(init_model)
         model = build_affinity_net(hp["backbone"], "none", opts["output_stride"], opts["stride"])
-        model.backbone.load_state_dict(cam_net.backbone.state_dict())
+        model.backbone.load_state_dict(cam_backbone_state(init_model, hp["backbone"]))
     else:
         model = build_affinity_net(hp["backbone"], hp["pretrained"], opts["output_stride"], opts["stride"], weights_file)
     backbone = model.backbone
@@ -155,8 +153,10 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
     offsets = neighbour_offsets(meta["radius"])
     with StoreReader(cams_store) as cams, atomic_dir(out_dir) as tmp:
         table, _ = _split_with_cams(split_csvs, cams)
-        for image_id, image_path in zip(table["id"], table["image"]):
-            image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None].to(dev)
+        images = decoded_images(table, meta["input_mean"], meta["input_std"], workers=loader_workers(1, threads, dev),
+                                pin_memory=dev.type == "cuda")
+        for image_id, image, _ in images:
+            image = image[None].to(dev, non_blocking=True)
             with autocast(dev):
                 embedding = model(image)
             affinities = pair_affinities(embedding.float(), offsets)[0]
@@ -164,14 +164,7 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
             cam = entry["high_res"].astype(np.float32)
             if cam.shape[-2:] != tuple(image.shape[-2:]):
                 raise ValueError(f"CAMs of {image_id} in {cams_store} are {cam.shape[-2:]}, "
-                                 f"its image {image_path} is {tuple(image.shape[-2:])}")
+                                 f"its image is {tuple(image.shape[-2:])}")
             labels = random_walk_labels(cam, entry["keys"], affinities, offsets, meta["stride"], opts["alpha"],
                                         opts["beta"], opts["exp_times"])
             write_label_png(Path(tmp) / f"{image_id}.png", labels)
-
-
-def eval_pseudo_labels(pseudo_dir: str, split_csv: str, json_out: str) -> dict:
-    """mIoU of the pseudo-labels against the split's masks (images without a mask are skipped)."""
-    result = score_label_dir(pseudo_dir, split_csv)
-    write_json(result, json_out)
-    return result

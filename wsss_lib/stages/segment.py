@@ -13,16 +13,14 @@ import torch
 from wsss_lib.atomic import atomic_dir
 from wsss_lib.config import config_hash
 from wsss_lib.crf import CRFParams
-from wsss_lib.data.datasets import SegmentationTrainDataset
+from wsss_lib.data.datasets import SegmentationTrainDataset, decoded_images
 from wsss_lib.data.label_png import write_label_png
-from wsss_lib.data.transforms import SegmentationTrainTransform, normalise
-from wsss_lib.data.voc import class_columns, read_image, read_split_table
-from wsss_lib.evaluation import score_label_dir
-from wsss_lib.models.checkpoint import read_checkpoint
+from wsss_lib.data.transforms import SegmentationTrainTransform
+from wsss_lib.data.voc import class_columns, read_split_table
+from wsss_lib.models.cam_net import cam_backbone_state
 from wsss_lib.models.deeplab import build_deeplab, load_deeplab, save_deeplab
-from wsss_lib.report import write_json
 from wsss_lib.segmentation import PseudoLabelReader, crf_refine_many, predict_probabilities, segmentation_batch_loss
-from wsss_lib.training import ResumeSpec, TrainSettings, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, loader_workers, resolve_device, train_classifier
 
 def segment_settings(opts: Mapping[str, Any], n_images: int) -> TrainSettings:
     """The shared loop's settings for ``iterations`` updates (DeepLab counts iterations, not epochs)."""
@@ -39,12 +37,13 @@ def init_description(pretrained: str) -> str:
 
 
 def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str, hp: Mapping[str, Any], *,
-                  weights_file: str | None = None, device: str = "auto", threads: int = 1,
-                  resume: ResumeSpec | None = None, method: str = "") -> list[dict]:
+                  weights_file: str | None = None, init_model: str | None = None, device: str = "auto",
+                  threads: int = 1, resume: ResumeSpec | None = None, method: str = "") -> list[dict]:
     """Train DeepLab on the pseudo-labels ``pseudo_dir/{id}.png`` of every image of the split.
 
     Schedule from ``hp["segment"]`` (DeepLab-v2: poly lr 2.5e-4, 10x on the head, momentum 0.9, weight
-    decay 5e-4, batch 10, crop 321, random scale 0.5-1.5 and flip, 255 ignored).
+    decay 5e-4, batch 10, crop 321, random scale 0.5-1.5 and flip, 255 ignored). The backbone starts from
+    ``pretrained`` (DeepLab-v2: ImageNet) or, with ``init: cam``, from the method's CAM net ``init_model``.
     """
     torch.set_num_threads(max(1, threads))
     opts = hp["segment"]
@@ -56,8 +55,14 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     if missing:
         raise FileNotFoundError(f"{len(missing)} images of {split_csv} have no pseudo-label in {pseudo_dir}, "
                                 f"e.g. {missing[:3]}")
-    model = build_deeplab(opts["backbone"], len(class_names) + 1, opts["pretrained"], opts["output_stride"],
-                          opts["head"], weights_file)
+    if opts["init"] == "cam":
+        if init_model is None:
+            raise ValueError("segment.init: cam needs the method's CAM model")
+        model = build_deeplab(opts["backbone"], len(class_names) + 1, "none", opts["output_stride"], opts["head"])
+        model.backbone.load_state_dict(cam_backbone_state(init_model, opts["backbone"]))
+    else:
+        model = build_deeplab(opts["backbone"], len(class_names) + 1, opts["pretrained"], opts["output_stride"],
+                              opts["head"], weights_file)
     backbone = model.backbone
     transform = SegmentationTrainTransform(
         crop=opts["crop"], mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
@@ -69,20 +74,23 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     meta = {"architecture": "deeplab", "backbone": opts["backbone"], "head": opts["head"],
             "output_stride": int(backbone.output_stride), "n_classes": len(class_names) + 1,
             "class_names": ["background", *class_names], "method": method, "config_hash": config_hash(dict(opts)),
-            "init": init_description(opts["pretrained"]), "iterations": opts["iterations"],
+            "init": f"cam:{Path(init_model)}" if opts["init"] == "cam" else init_description(opts["pretrained"]),
+            "iterations": opts["iterations"],
             "train_split": Path(split_csv).stem, "n_train_images": len(dataset),
             "input_mean": list(backbone.input_mean), "input_std": list(backbone.input_std)}
     save_deeplab(model_out, model.cpu(), meta)
     return rows
 
 
-def _probabilities(model, meta: Mapping[str, Any], table, opts: Mapping[str, Any],
-                   dev: torch.device) -> Iterator[tuple[str, str, np.ndarray]]:
+def _probabilities(model, meta: Mapping[str, Any], table, opts: Mapping[str, Any], dev: torch.device,
+                   threads: int) -> Iterator[tuple[str, str, np.ndarray]]:
     """(id, image path, (C, H, W) float32 class probabilities) per image, one image in memory at a time."""
-    for image_id, image_path in zip(table["id"], table["image"]):
-        image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"]).to(dev)
-        probs = predict_probabilities(model, image, tuple(opts["scales"]), opts["flip"])
-        yield image_id, image_path, probs.float().cpu().numpy()
+    paths = dict(zip(table["id"], table["image"]))
+    images = decoded_images(table, meta["input_mean"], meta["input_std"], workers=loader_workers(1, threads, dev),
+                            pin_memory=dev.type == "cuda")
+    for image_id, image, _ in images:
+        probs = predict_probabilities(model, image.to(dev, non_blocking=True), tuple(opts["scales"]), opts["flip"])
+        yield image_id, paths[image_id], probs.float().cpu().numpy()
 
 
 @torch.no_grad()
@@ -105,7 +113,7 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
         plain.mkdir()
 
         def with_plain_written():
-            for image_id, image_path, probs in _probabilities(model, meta, table, opts, dev):
+            for image_id, image_path, probs in _probabilities(model, meta, table, opts, dev, threads):
                 write_label_png(plain / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
                 yield image_id, image_path, probs
 
@@ -118,17 +126,3 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
         params = CRFParams.from_config(hp["segment"]["crf"])
         for image_id, labels in crf_refine_many(with_plain_written(), params, processes=threads):
             write_label_png(crf_dir / f"{image_id}.png", labels)
-
-
-def eval_segmentation(pred_dir: str, split_csv: str, model_path: str, json_out: str) -> dict:
-    """results/{m}/seg/miou.json: mIoU without CRF, and with it where infer_deeplab wrote CRF predictions."""
-    _, meta = read_checkpoint(model_path, "DeepLab model", architecture="deeplab")
-    result = {**score_label_dir(Path(pred_dir) / "plain", split_csv),
-              "init": meta["init"], "head": meta["head"], "backbone": meta["backbone"],
-              "iterations": meta["iterations"], "train_split": meta["train_split"],
-              "n_train_images": meta["n_train_images"]}
-    if (Path(pred_dir) / "crf").is_dir():
-        with_crf = score_label_dir(Path(pred_dir) / "crf", split_csv)
-        result["crf"] = {k: with_crf[k] for k in ("miou", "per_class_iou", "pixel_accuracy")}
-    write_json(result, json_out)
-    return result
