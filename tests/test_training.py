@@ -451,3 +451,14 @@ def test_loader_workers_feed_a_gpu_and_leave_a_small_cpu_job_to_the_network():
     gpu, cpu = torch.device("cuda"), torch.device("cpu")
     assert training.loader_workers(4, 2, gpu) == 4
     assert [training.loader_workers(2, threads, cpu) for threads in (1, 2, 3, 4, 8, 16)] == [0, 0, 0, 1, 2, 2]
+
+
+def test_training_leaves_cudnn_autotuning_as_it_found_it(tiny_sets, tmp_path, monkeypatch):
+    """The loop switches autotuning per phase (fixed crops on, full-size validation off); the setting is
+    process-wide, so what runs next in the process (make_cams on images of many sizes) must get it back."""
+    train_set, val_set = tiny_sets
+    for before in (True, False):
+        monkeypatch.setattr(torch.backends.cudnn, "benchmark", before)
+        train_classifier(fresh_model(), train_set, None, TrainSettings(**{**vars(SETTINGS), "epochs": 1}), BASELINE,
+                         CPU, tmp_path / f"{before}.csv")
+        assert torch.backends.cudnn.benchmark is before

@@ -395,6 +395,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         epoch, done = int(state["epoch"]), int(state["batch"])
         print(f"resuming from {resume.path} at {where()}", flush=True)
 
+    autotune_before = torch.backends.cudnn.benchmark  # process-wide: restored for what runs next in this process
     order = EpochOrder(len(train_set), settings.seed)
     workers = loader_workers(settings.num_workers, torch.get_num_threads(), device)
     loader = DataLoader(EpochItems(train_set), batch_size=settings.batch_size, drop_last=True, sampler=order,
@@ -467,6 +468,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
             break
         if resume is not None and resume.every_epochs and epoch % resume.every_epochs == 0 and epoch < epochs:
             save()
+    torch.backends.cudnn.benchmark = autotune_before  # e.g. CAM inference on full-size images after training
     if best is not None:
         model.load_state_dict(best["model"])
         print(f"keeping epoch {best['epoch']}'s weights ({settings.select}: {watched[0]}={best['score']:.4g})",
