@@ -31,7 +31,7 @@ TINY_SYNTHETIC = {
             "backbone": "small_cnn",
             "train_cam": {"epochs": 30, "lr": 0.02, "crop": 64, "resize_long": [56, 72], "batch_size": 8},
             "make_cams": {"scales": [1.0, 1.5]},
-            "refine": {"affinity": {"crop": 64, "epochs": 8, "batch_size": 8}},
+            "refine": {"affinity": {"crop": 64, "epochs": 8, "batch_size": 8}, "random_walk": {"beta": 8}},
             # lr: the demo's 0.02 (10x on the head) diverges here (first-epoch loss ~11) and DeepLab then fits its
             # own pseudo-labels barely above their majority label on some seeds; 0.002 fits them (benchmarks/
             # learned_margins.py)

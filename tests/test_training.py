@@ -450,7 +450,7 @@ def test_validation_every_k_epochs_and_after_the_last(tiny_sets, tmp_path, monke
 def test_loader_workers_feed_a_gpu_and_leave_a_small_cpu_job_to_the_network():
     gpu, cpu = torch.device("cuda"), torch.device("cpu")
     assert training.loader_workers(4, 2, gpu) == 4
-    assert [training.loader_workers(2, threads, cpu) for threads in (1, 2, 3, 4, 8, 16)] == [0, 0, 0, 1, 2, 2]
+    assert [training.loader_workers(2, threads, cpu) for threads in (1, 2, 3, 4, 8, 16)] == [1, 0, 0, 1, 2, 2]
 
 
 def test_training_leaves_cudnn_autotuning_as_it_found_it(tiny_sets, tmp_path, monkeypatch):

@@ -186,13 +186,14 @@ def place_model(model: nn.Module, device: torch.device) -> bool:
 def loader_workers(configured: int, threads: int, device: torch.device) -> int:
     """Data-loading worker processes for a job of ``threads`` cores: the configured number on a GPU, where
     the cores only feed the device; on a CPU, where loading and the network share the job's cores, one worker
-    per 4 threads at most (none below 4). Loading is a small share of a CPU step, so on 2 threads a worker
-    process buys nothing (benchmarks/train_throughput.py, 2 cores: small_cnn at 128 px 33.4 img/s without a
-    worker, 32.7 with one, data wait 11% / 2%; efficientnet_lite0 at 320: data wait 5%) and 1 thread + 1
-    worker is slower (22 img/s)."""
+    per 4 threads at most, none for 2-3 threads, and one for a 1-thread job (benchmarks/train_throughput.py,
+    2 cores). Loading is a small share of a 2-thread step, so a worker buys nothing there (small_cnn at 128 px
+    33.4 img/s without one, 32.7 with one; efficientnet_lite0 at 320: data wait 5%). A 1-thread job is one of
+    two sharing 2 cores (the demo's job_threads: 1) or has the machine alone; its worker loads on the other
+    core while the network runs (small_cnn_w16: 56.8 -> 67.4 img/s, data wait 16% -> 3.5%)."""
     if device.type == "cuda":
         return configured
-    return min(configured, threads // 4)
+    return min(configured, 1 if threads == 1 else threads // 4)
 
 
 def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
