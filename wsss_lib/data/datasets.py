@@ -14,6 +14,9 @@ from wsss_lib.data.transforms import letterbox, normalise
 from wsss_lib.data.voc import class_columns, read_image
 
 
+DECODED_CACHE_BYTES = 1 << 30  # decoded training images kept in memory per process (AugmentedImageDataset)
+
+
 class AugmentedImageDataset(Dataset):
     """Training images with per-item augmentation seeded from (seed, epoch, index), so augmentation is
     reproducible and independent of worker count; the training loop sets ``epoch``.
@@ -26,7 +29,7 @@ class AugmentedImageDataset(Dataset):
     """
 
     def __init__(self, ids: Sequence[str], image_paths: Sequence[str], transform: Callable, seed: int = 0,
-                 cache_bytes: int = 1 << 30):
+                 cache_bytes: int = DECODED_CACHE_BYTES):
         if len(ids) != len(image_paths):
             raise ValueError(f"{len(ids)} ids but {len(image_paths)} image paths")
         self.ids, self.images = list(ids), list(image_paths)
@@ -59,7 +62,8 @@ class AugmentedImageDataset(Dataset):
 class ClassificationDataset(AugmentedImageDataset):
     """(augmented image, multi-hot label) pairs for classifier training."""
 
-    def __init__(self, table: pd.DataFrame, transform: Callable, seed: int = 0, cache_bytes: int = 1 << 30):
+    def __init__(self, table: pd.DataFrame, transform: Callable, seed: int = 0,
+                 cache_bytes: int = DECODED_CACHE_BYTES):
         super().__init__(table["id"].tolist(), table["image"].tolist(), transform, seed, cache_bytes)
         self.labels = torch.tensor(table[class_columns(table)].to_numpy(dtype=np.float32))
 
@@ -104,7 +108,7 @@ class SegmentationTrainDataset(AugmentedImageDataset):
     """
 
     def __init__(self, ids: Sequence[str], image_paths: Sequence[str], read_labels: Callable[[str], np.ndarray],
-                 transform: Callable, seed: int = 0, cache_bytes: int = 1 << 30):
+                 transform: Callable, seed: int = 0, cache_bytes: int = DECODED_CACHE_BYTES):
         super().__init__(ids, image_paths, transform, seed, cache_bytes)
         self.read_labels = read_labels
 
@@ -141,8 +145,7 @@ def decoded_images(table: pd.DataFrame, mean: Sequence[float], std: Sequence[flo
                    pin_memory: bool) -> DataLoader:
     """(id, normalised full-size image, labels) per image of the split table, in its order, decoded by
     ``workers`` loader processes ahead of the consumer (a GPU job's random walk or DeepLab inference then
-    does not wait for JPEG decoding; none on a 2-core CPU job, where decoding on the main thread is cheaper
-    than a process: see wsss_lib.training.loader_workers)."""
+    does not wait for JPEG decoding; how many a job gets: wsss_lib.training.loader_workers)."""
     return DataLoader(InferenceDataset(table, mean, std), batch_size=None, num_workers=workers, pin_memory=pin_memory)
 
 
