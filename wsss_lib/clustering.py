@@ -27,7 +27,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import pairwise_distances
 
 METHODS = ("finch", "kmeans")
 
@@ -112,6 +111,8 @@ def merge_closest_until(features: np.ndarray, labels: np.ndarray, n_clusters: in
     broken by the lowest cluster index, so the result is deterministic. O(m^2 D) per merge for m
     clusters: used only for the few merges between FINCH levels or on small classes.
     """
+    from sklearn.metrics import pairwise_distances  # here, as in _kmeans: sklearn.metrics costs ~1.5 s to import
+
     labels = relabel_contiguous(labels)
     while n_clusters_of(labels) > n_clusters:
         means = cluster_means(features, labels)

@@ -11,8 +11,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-import torchvision.transforms.functional as TF
+from PIL import Image, ImageEnhance
 
 from wsss_lib.data.label_png import IGNORE_INDEX
 
@@ -109,15 +108,32 @@ def colour_jitter_params(color_jitter: Sequence[float], generator: torch.Generat
     return (order, *factors, uniform(-hue, hue) if hue else None)
 
 
+def shift_hue(image: Image.Image, shift: float) -> Image.Image:
+    """Rotate an RGB image's hue by ``shift`` of a full turn ([-0.5, 0.5]) in PIL's 8-bit HSV, wrapping around."""
+    hue, saturation, value = image.convert("HSV").split()
+    hue = Image.fromarray(np.asarray(hue, dtype=np.uint8) + np.uint8(np.int32(shift * 255) % 256), "L")
+    return Image.merge("HSV", (hue, saturation, value)).convert(image.mode)
+
+
+# ColorJitter's four adjustments on a PIL image, as torchvision applies them (transforms/_functional_pil.py: PIL's
+# enhancers, and the hue shift in 8-bit HSV). Applied with PIL directly because importing torchvision costs ~2 s
+# per process (0.29's ops import torch._dynamo), for every job that reads training images.
+COLOUR_ADJUSTMENTS = (
+    lambda image, factor: ImageEnhance.Brightness(image).enhance(factor),
+    lambda image, factor: ImageEnhance.Contrast(image).enhance(factor),
+    lambda image, factor: ImageEnhance.Color(image).enhance(factor),
+    shift_hue,
+)
+
+
 def jitter_colours(image: Image.Image, color_jitter: Sequence[float], generator: torch.Generator) -> Image.Image:
-    """torchvision's ColorJitter(*color_jitter) on a PIL image, its randomness from ``generator``."""
+    """torchvision's ColorJitter(*color_jitter) on an RGB PIL image, its randomness from ``generator``."""
     if not any(color_jitter):
         return image
     order, *values = colour_jitter_params(color_jitter, generator)
-    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
     for index in order.tolist():
         if values[index] is not None:
-            image = adjust[index](image, values[index])
+            image = COLOUR_ADJUSTMENTS[index](image, values[index])
     return image
 
 

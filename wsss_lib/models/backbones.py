@@ -21,17 +21,25 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
+
+# torchvision is imported where a ResNet is built, not here: importing it costs ~2 s per process (0.29's ops
+# import torch._dynamo), which a job that builds a small_cnn would pay for nothing.
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 SMALL_CNN_WIDTHS = {"small_cnn": 32, "small_cnn_w16": 16}
 BACKBONES = (*SMALL_CNN_WIDTHS, "resnet18", "resnet50", "resnet101", "efficientnet_lite0")
-RESNET_WEIGHTS = {  # torchvision's ImageNet weights, fetched once by the fetch_weights localrule
-    "resnet18": tv_models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet50": tv_models.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": tv_models.ResNet101_Weights.IMAGENET1K_V1,
-}
+
+
+def resnet_weights() -> dict:
+    """torchvision's ImageNet weights of each ResNet, fetched once by the fetch_weights localrule."""
+    from torchvision import models as tv_models
+
+    return {
+        "resnet18": tv_models.ResNet18_Weights.IMAGENET1K_V1,
+        "resnet50": tv_models.ResNet50_Weights.IMAGENET1K_V1,
+        "resnet101": tv_models.ResNet101_Weights.IMAGENET1K_V1,
+    }
 
 
 class Backbone(nn.Module):
@@ -99,6 +107,8 @@ class ResNetBackbone(Backbone):
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"{name} supports output_stride 8, 16 or 32, not {output_stride}")
+        from torchvision import models as tv_models
+
         dilate = {32: [False, False, False], 16: [False, False, True], 8: [False, True, True]}[output_stride]
         if name == "resnet18":
             net = tv_models.resnet18(weights=None)

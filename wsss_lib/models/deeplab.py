@@ -27,7 +27,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from wsss_lib.models.backbones import Backbone, build_backbone
 from wsss_lib.models.checkpoint import read_checkpoint, save_checkpoint
@@ -94,8 +93,12 @@ class DeepLab(nn.Module):
         self.n_classes = int(n_classes)
         self.head_kind = head
         self.rates = rates
-        self.head = (ASPPv2(backbone.out_channels, n_classes, rates) if head == "v2"
-                     else DeepLabHead(backbone.out_channels, n_classes, atrous_rates=rates))
+        if head == "v2":
+            self.head = ASPPv2(backbone.out_channels, n_classes, rates)
+        else:  # torchvision imported here only: it costs ~2 s per process (see models/backbones.py)
+            from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+            self.head = DeepLabHead(backbone.out_channels, n_classes, atrous_rates=rates)
 
     @property
     def output_stride(self) -> int:

@@ -52,10 +52,10 @@ def fetch_weights(backbone: str, out: str) -> None:
     # torch and torchvision here only: the split jobs of this stage start without them (~4 s less each)
     import torch
 
-    from wsss_lib.models.backbones import RESNET_WEIGHTS
+    from wsss_lib.models.backbones import resnet_weights
     from wsss_lib.models.vit import vit_weights_url
 
-    urls = {name: weights.url for name, weights in RESNET_WEIGHTS.items()} | {"vit_b_16": vit_weights_url()}
+    urls = {name: weights.url for name, weights in resnet_weights().items()} | {"vit_b_16": vit_weights_url()}
     if backbone not in urls:
         raise ValueError(f"no ImageNet weights to fetch for {backbone!r}; known: {sorted(urls)}")
     url = urls[backbone]

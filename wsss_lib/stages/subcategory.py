@@ -25,7 +25,6 @@ from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
-from wsss_lib.models.vit import build_vit, load_vit, save_vit
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.report import write_csv
 from wsss_lib.stages.cam import train_transform
@@ -37,6 +36,9 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
                   device: str = "auto", threads: int = 1, weights_file: str | None = None,
                   resume: ResumeSpec | None = None, method: str = "") -> list[dict]:
     """Fine-tune the ViT teacher on the image-level labels with the shared training loop."""
+    # the ViT module imports torchvision (~2 s a process), which only the teacher's jobs need
+    from wsss_lib.models.vit import build_vit, save_vit
+
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(teacher["seed"])
     train_table, val_table = read_split_table(train_csv), read_split_table(val_csv)
@@ -72,6 +74,8 @@ def extract_features(model_path: str, split_csv: str, store_out: str, *, kind: s
                                    meta["input_std"])
         embed = model.pooled_features
     elif kind == "vit":
+        from wsss_lib.models.vit import load_vit  # as in train_teacher
+
         model, meta = load_vit(model_path)
         dataset = InferenceDataset(read_split_table(split_csv, meta["class_names"]), model.input_mean,
                                    model.input_std, size=meta["image_size"])
