@@ -47,10 +47,14 @@ wildcard_constraints:
     round=r"[1-9][0-9]*",
 
 
+# What each module imports, kept between runs beside Snakemake's own metadata (wsss_lib/provenance.py).
+CODE_IMPORT_INDEX = Path(".snakemake/wsss_code_imports.json").resolve()
+
+
 def script_code(script):
     """Content hash of a workflow script and the wsss_lib modules it imports, transitively: as a param it
     makes Snakemake rerun the rule (and its dependants) after an edit of that code (wsss_lib/provenance.py)."""
-    return code_digest(f"{workflow.basedir}/workflow/scripts/{script}", workflow.basedir)
+    return code_digest(f"{workflow.basedir}/workflow/scripts/{script}", workflow.basedir, CODE_IMPORT_INDEX)
 
 
 def gpu_count():

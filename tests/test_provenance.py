@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from wsss_lib.provenance import code_digest, code_files
+import wsss_lib.provenance as provenance
+from wsss_lib.provenance import ImportIndex, code_digest, code_files
 
 
 def write(path: Path, text: str) -> Path:
@@ -74,3 +75,29 @@ def test_missing_or_broken_script_is_named(tmp_path):
     broken = write(tmp_path / "broken.py", "import (\n")
     with pytest.raises(ValueError, match="broken.py"):
         code_files(broken, tmp_path)
+
+
+def test_the_import_index_spares_the_next_run_parsing_and_follows_edits(package, tmp_path, monkeypatch):
+    """A second planner (a fresh process: a fresh index from the same file) parses nothing it has seen; an edited
+    module, or an index file that is not an index, is parsed again; the closure is the same either way."""
+    root, script = package
+    index_file = tmp_path / "meta" / "imports.json"
+    expected = names(code_files(script, root), root)
+    provenance.import_index.cache_clear()
+    assert names(code_files(script, root, index_file), root) == expected and index_file.is_file()
+
+    parsed = []
+    real_parse = provenance.parse_imports
+    monkeypatch.setattr(provenance, "parse_imports", lambda *args: parsed.append(args[1].name) or real_parse(*args))
+
+    def plan():
+        provenance.import_index.cache_clear()
+        return names(code_files(script, root, index_file), root)
+
+    assert plan() == expected and parsed == []
+    write(root / "wsss_lib" / "sub" / "c.py", "from wsss_lib import d\n")  # c now reaches d
+    assert plan() == [expected[0], *sorted([*expected[1:], "wsss_lib/d.py"])]
+    assert parsed == ["c.py", "d.py"]
+    index_file.write_text("[not an index")
+    parsed.clear()
+    assert "wsss_lib/d.py" in plan() and len(parsed) == 7

@@ -10,18 +10,26 @@ The import graph is read with :mod:`ast` (nothing is imported, so planning the D
 Every ``import`` statement counts, including those inside functions: a lazily imported module is
 still code the rule may run. Modules outside the package (torch, numpy) are pinned by the
 environment, not hashed here.
+
+What each module version imports can be kept between runs in a small JSON index (``index_file``),
+keyed by the module's name and a hash of its bytes: parsing the ~60 modules was a tenth of a no-op
+``snakemake -n``, and every job on a cluster parses the Snakefile again.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "wsss_lib"
 
 
+@lru_cache(maxsize=None)  # a planner asks for the same few dozen modules ~1,300 times
 def _module_file(root: Path, dotted: str) -> Path | None:
     """The file of module ``dotted`` under ``root`` (a package's ``__init__.py``), or None."""
     base = root.joinpath(*dotted.split("."))
@@ -31,20 +39,64 @@ def _module_file(root: Path, dotted: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path, module: str | None) -> frozenset[str]:
-    """Dotted names of the package modules that ``path`` imports (``module`` is its own dotted name).
+class ImportIndex:
+    """The package modules each module version imports, by name and content hash, optionally kept in a JSON file.
 
-    Parsed once per file version: planning hashes ~20 scripts that share most of their modules, and
-    parsing each module again for each script took most of a no-op ``snakemake -n``."""
-    stat = path.stat()
-    return _parsed_imports(path, module, stat.st_mtime_ns, stat.st_size)
+    A cache only: a file that is missing, unreadable or not of this shape is rebuilt, and a failed save is
+    ignored. Writes go to a temporary file renamed into place, so concurrent planners (cluster jobs) each
+    leave a whole index behind, and every entry is valid whichever wins.
+    """
+
+    def __init__(self, index_file: Path | None = None):
+        self.index_file = index_file
+        self.entries: dict[str, list[str]] = {}
+        self.changed = False
+        self._read: dict[tuple, frozenset[str]] = {}
+        if index_file is not None:
+            try:
+                loaded = json.loads(index_file.read_text())
+            except (OSError, ValueError):
+                loaded = None
+            if isinstance(loaded, dict) and all(isinstance(v, list) for v in loaded.values()):
+                self.entries = loaded
+
+    def imports(self, path: Path, module: str | None) -> frozenset[str]:
+        """Dotted names of the package modules that ``path`` imports (``module`` is its own dotted name)."""
+        stat = path.stat()
+        version = (path, module, stat.st_mtime_ns, stat.st_size)  # read each file once per process
+        if version not in self._read:
+            source = path.read_bytes()
+            key = f"{module}:{path.name}:{hashlib.sha256(source).hexdigest()[:20]}"
+            if key not in self.entries:
+                self.entries[key] = sorted(parse_imports(source, path, module))
+                self.changed = True
+            self._read[version] = frozenset(self.entries[key])
+        return self._read[version]
+
+    def save(self) -> None:
+        if self.index_file is None or not self.changed:
+            return
+        try:
+            self.index_file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.index_file.parent, prefix=f".{self.index_file.name}.")
+            with os.fdopen(fd, "w") as out:
+                json.dump(self.entries, out, sort_keys=True)
+            os.replace(tmp, self.index_file)
+            self.changed = False
+        except OSError:
+            pass
 
 
 @lru_cache(maxsize=None)
-def _parsed_imports(path: Path, module: str | None, mtime_ns: int, size: int) -> frozenset[str]:
-    """:func:`_imported_modules` of one version of ``path`` (its mtime and size are the cache key)."""
+def import_index(index_file: Path | None) -> ImportIndex:
+    """One index per file and process (None: in memory only)."""
+    return ImportIndex(index_file)
+
+
+def parse_imports(source: bytes, path: Path, module: str | None) -> frozenset[str]:
+    """The package modules that ``source`` (the bytes of ``path``, module ``module``) imports, read with ast."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        tree = ast.parse(source, filename=str(path))
     except SyntaxError as error:
         raise ValueError(f"cannot hash the code of {path}: {error}") from error
     names: set[str] = set()
@@ -72,16 +124,18 @@ def _parsed_imports(path: Path, module: str | None, mtime_ns: int, size: int) ->
     return frozenset(found)
 
 
-def code_files(script: str | Path, root: str | Path) -> list[Path]:
+def code_files(script: str | Path, root: str | Path, index_file: Path | None = None) -> list[Path]:
     """``script`` and every package module it reaches through imports, transitively, sorted.
 
-    ``root`` is the folder that holds the ``wsss_lib`` package (the repository root).
+    ``root`` is the folder that holds the ``wsss_lib`` package (the repository root); ``index_file`` keeps what
+    each module imports between runs (:class:`ImportIndex`).
     """
     root, script = Path(root).resolve(), Path(script).resolve()
     if not script.is_file():
         raise FileNotFoundError(f"cannot hash the code of {script}: no such file")
+    index = import_index(index_file)
     seen: dict[str, Path] = {}
-    pending = sorted(_imported_modules(script, None))
+    pending = sorted(index.imports(script, None))
     while pending:
         name = pending.pop()
         if name in seen:
@@ -90,16 +144,17 @@ def code_files(script: str | Path, root: str | Path) -> list[Path]:
         if path is None:  # an attribute imported by name (`from wsss_lib.x import function`)
             continue
         seen[name] = path
-        pending.extend(sorted(_imported_modules(path, name) - seen.keys()))
+        pending.extend(sorted(index.imports(path, name) - seen.keys()))
+    index.save()
     return [script, *sorted(seen.values())]
 
 
 @lru_cache(maxsize=None)
-def code_digest(script: str | Path, root: str | Path) -> str:
+def code_digest(script: str | Path, root: str | Path, index_file: Path | None = None) -> str:
     """A short SHA-256 over the relative paths and bytes of :func:`code_files` (stable across clones)."""
     root = Path(root).resolve()
     digest = hashlib.sha256()
-    for path in code_files(script, root):
+    for path in code_files(script, root, index_file):
         try:
             name = path.relative_to(root).as_posix()
         except ValueError:  # a script outside the repository: its name alone
