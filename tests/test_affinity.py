@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_lib.affinity import (IGNORE, affinity_loss, neighbour_offsets, pair_affinities, pair_labels,
+from wsss_lib.affinity import (IGNORE, _overlap, affinity_loss, neighbour_offsets, pair_affinities, pair_labels,
                                shifted_pairs, valid_pairs)
 
 
@@ -139,3 +139,35 @@ def test_affinity_loss_gradient_pulls_the_right_way():
     loss.backward()
     # positives want a higher affinity (negative gradient), the negative pair a lower one
     assert affinity.grad[0] < 0 and affinity.grad[1] < 0 and affinity.grad[2] > 0
+
+
+def test_pair_affinities_gradient_is_autograds():
+    """The hand-written backward against autograd through the plain formula (one slice pair per offset), on a map
+    with exact ties (sign 0) and offsets that leave it; and torch's numerical gradcheck."""
+    def by_autograd(embedding, offsets):
+        b, _, h, w = embedding.shape
+        rows = []
+        for dy, dx in offsets:
+            ys, yt = _overlap(h, dy)
+            xs, xt = _overlap(w, dx)
+            row = embedding.new_zeros((b, h, w))
+            row[:, ys, xs] = torch.exp(-(embedding[:, :, ys, xs] - embedding[:, :, yt, xt]).abs().mean(1))
+            rows.append(row)
+        return torch.stack(rows, 1)
+
+    generator = torch.Generator().manual_seed(0)
+    embedding = torch.randn(2, 6, 5, 7, generator=generator, dtype=torch.float64)
+    embedding[:, :, :, 3] = embedding[:, :, :, 4]  # ties: sign 0 on these channels
+    offsets = neighbour_offsets(3)
+    upstream = torch.randn(2, len(offsets), 5, 7, generator=generator, dtype=torch.float64)
+    grads = []
+    for function in (pair_affinities, by_autograd):
+        leaf = embedding.clone().requires_grad_(True)
+        affinity = function(leaf, offsets)
+        (affinity * upstream).sum().backward()
+        grads.append((affinity.detach(), leaf.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+    assert grads[0][1].abs().sum() > 0
+    small = torch.randn(1, 3, 3, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e: pair_affinities(e, neighbour_offsets(2)), (small,))

@@ -84,19 +84,51 @@ def pair_labels(labels: torch.Tensor, offsets) -> tuple[torch.Tensor, torch.Tens
 def pair_affinities(embedding: torch.Tensor, offsets) -> torch.Tensor:
     """(B, C, h, w) embedding -> (B, n_offsets, h, w) affinities exp(-mean_c |f_p - f_{p+o}|); 0 off the map.
 
-    One offset at a time, so without autograd the working memory is one (B, C, h, w) difference,
-    not the (B, C, n_offsets, h, w) stack.
+    One offset at a time, so the working memory is one (B, C, h, w) difference, not the (B, C, n_offsets, h, w)
+    stack; differentiable through :class:`PairAffinities`' own backward.
     """
-    b, _, h, w = embedding.shape
-    rows = []
-    for dy, dx in offsets:
-        ys, yt = _overlap(h, dy)
-        xs, xt = _overlap(w, dx)
-        distance = (embedding[:, :, ys, xs] - embedding[:, :, yt, xt]).abs().mean(1)
-        row = embedding.new_zeros((b, h, w))
-        row[:, ys, xs] = torch.exp(-distance)
-        rows.append(row)
-    return torch.stack(rows, 1)
+    return PairAffinities.apply(embedding, tuple(offsets))
+
+
+class PairAffinities(torch.autograd.Function):
+    """:func:`pair_affinities` channels-last, with a hand-written backward.
+
+    The channel mean runs over contiguous memory, and each offset's gradient is added in place into one buffer
+    (autograd's backward of the 34 offsets' two slices gives every slice a zero-filled gradient of the whole
+    embedding and sums the 68 of them). At the demo's 8 x 448 x 16 x 16 on one CPU thread: forward + backward
+    0.06 s, where channels-first with autograd took 0.21 s of a 0.36 s AffinityNet training step.
+    The gradient, from the saved affinities: d a / d f_p = -a sign(f_p - f_q) / C, the opposite for f_q
+    (sign(0) = 0, as autograd's abs).
+    """
+
+    @staticmethod
+    def forward(ctx, embedding: torch.Tensor, offsets: tuple[tuple[int, int], ...]) -> torch.Tensor:
+        last = embedding.permute(0, 2, 3, 1).contiguous()  # free when the net already runs channels-last
+        b, h, w, _ = last.shape
+        affinity = embedding.new_zeros((b, len(offsets), h, w))
+        for o, (dy, dx) in enumerate(offsets):
+            ys, yt = _overlap(h, dy)
+            xs, xt = _overlap(w, dx)
+            distance = (last[:, ys, xs] - last[:, yt, xt]).abs_().mean(-1)
+            affinity[:, o, ys, xs] = torch.exp(distance.neg_())
+        ctx.offsets = offsets
+        ctx.save_for_backward(last, affinity)
+        return affinity
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_affinity: torch.Tensor):
+        last, affinity = ctx.saved_tensors
+        _, h, w, channels = last.shape
+        grad = torch.zeros_like(last)
+        for o, (dy, dx) in enumerate(ctx.offsets):
+            ys, yt = _overlap(h, dy)
+            xs, xt = _overlap(w, dx)
+            weight = (grad_affinity[:, o, ys, xs] * affinity[:, o, ys, xs]).div_(-channels).unsqueeze(-1)
+            step = torch.sign(last[:, ys, xs] - last[:, yt, xt]).mul_(weight)
+            grad[:, ys, xs] += step
+            grad[:, yt, xt] -= step
+        return grad.permute(0, 3, 1, 2), None
 
 
 def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor, neg: torch.Tensor,
