@@ -5,6 +5,10 @@ Each rule's ``benchmark:`` file (``<results>/benchmarks/<rule>/<wildcards>.tsv``
 and the CPU seconds per wall second (about the threads a job kept busy); then the totals. Jobs that ran side by
 side overlap, so the wall total exceeds the run's elapsed time by what ran in parallel.
 
+Snakemake samples a job's CPU time (psutil) every 0.5 s for its first ~15 s, then every 30 s, and keeps the last
+sample: a job that ends between samples loses what it spent since the last one. CPU per wall is therefore a
+floor for jobs longer than ~15 s (a 41 s one-thread AffinityNet job read 0.42), and the wall seconds are exact.
+
     .venv/bin/python benchmarks/job_profile.py results                 # the demo
     .venv/bin/python benchmarks/job_profile.py results --compare other/results
 """
