@@ -1,6 +1,7 @@
 """What a workflow job imports before it does any work: each job is a fresh process, and on the demo's small
 images a second of imports is a large share of a job (tens of jobs in a run)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def imported(code: str, modules: tuple[str, ...]) -> list[str]:
     """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
-    probe = f"{code}\nimport sys\nprint(sorted(m for m in {modules!r} if m in sys.modules))"
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
-    return eval(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_evaluation_and_split_jobs_start_without_torch():
