@@ -1,5 +1,6 @@
 """Code provenance: the import closure of a script and its content hash."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -78,26 +79,29 @@ def test_missing_or_broken_script_is_named(tmp_path):
 
 
 def test_the_import_index_spares_the_next_run_parsing_and_follows_edits(package, tmp_path, monkeypatch):
-    """A second planner (a fresh process: a fresh index from the same file) parses nothing it has seen; an edited
-    module, or an index file that is not an index, is parsed again; the closure is the same either way."""
+    """A second planner (a fresh process: a fresh index from the same file) parses nothing the first one saw, over
+    every script it hashed; an edited module, or an index file that is not an index, is parsed again; the
+    closures are the same either way, and the index keeps no replaced version."""
     root, script = package
+    other = write(root / "workflow" / "scripts" / "other.py", "import wsss_lib.d\n")
     index_file = tmp_path / "meta" / "imports.json"
-    expected = names(code_files(script, root), root)
-    provenance.import_index.cache_clear()
-    assert names(code_files(script, root, index_file), root) == expected and index_file.is_file()
-
-    parsed = []
-    real_parse = provenance.parse_imports
-    monkeypatch.setattr(provenance, "parse_imports", lambda *args: parsed.append(args[1].name) or real_parse(*args))
+    expected = [names(code_files(path, root), root) for path in (script, other)]
 
     def plan():
         provenance.import_index.cache_clear()
-        return names(code_files(script, root, index_file), root)
+        return [names(code_files(path, root, index_file), root) for path in (script, other)]
 
+    assert plan() == expected and index_file.is_file()
+    parsed = []
+    real_parse = provenance.parse_imports
+    monkeypatch.setattr(provenance, "parse_imports", lambda *args: parsed.append(args[1].name) or real_parse(*args))
     assert plan() == expected and parsed == []
+
     write(root / "wsss_lib" / "sub" / "c.py", "from wsss_lib import d\n")  # c now reaches d
-    assert plan() == [expected[0], *sorted([*expected[1:], "wsss_lib/d.py"])]
-    assert parsed == ["c.py", "d.py"]
-    index_file.write_text("[not an index")
+    assert plan()[0] == [expected[0][0], *sorted([*expected[0][1:], "wsss_lib/d.py"])]
+    assert parsed == ["c.py"]  # d.py was known from the other script
+    assert len(json.loads(index_file.read_text())) == 8  # 2 scripts + 6 modules: c.py's old version is gone
     parsed.clear()
-    assert "wsss_lib/d.py" in plan() and len(parsed) == 7
+    assert plan() and parsed == []
+    index_file.write_text("[not an index")
+    assert "wsss_lib/d.py" in plan()[0] and len(parsed) == 8

@@ -44,14 +44,15 @@ class ImportIndex:
 
     A cache only: a file that is missing, unreadable or not of this shape is rebuilt, and a failed save is
     ignored. Writes go to a temporary file renamed into place, so concurrent planners (cluster jobs) each
-    leave a whole index behind, and every entry is valid whichever wins.
+    leave a whole index behind, and every entry is valid whichever wins. A save keeps the entries this process
+    used, so the versions an edit replaced do not pile up.
     """
 
     def __init__(self, index_file: Path | None = None):
         self.index_file = index_file
         self.entries: dict[str, list[str]] = {}
-        self.changed = False
         self._read: dict[tuple, frozenset[str]] = {}
+        self._used: set[str] = set()
         if index_file is not None:
             try:
                 loaded = json.loads(index_file.read_text())
@@ -59,6 +60,7 @@ class ImportIndex:
                 loaded = None
             if isinstance(loaded, dict) and all(isinstance(v, list) for v in loaded.values()):
                 self.entries = loaded
+        self._on_disk = set(self.entries)
 
     def imports(self, path: Path, module: str | None) -> frozenset[str]:
         """Dotted names of the package modules that ``path`` imports (``module`` is its own dotted name)."""
@@ -69,22 +71,25 @@ class ImportIndex:
             key = f"{module}:{path.name}:{hashlib.sha256(source).hexdigest()[:20]}"
             if key not in self.entries:
                 self.entries[key] = sorted(parse_imports(source, path, module))
-                self.changed = True
+            self._used.add(key)
             self._read[version] = frozenset(self.entries[key])
         return self._read[version]
 
     def save(self) -> None:
-        if self.index_file is None or not self.changed:
+        if self.index_file is None or self._used <= self._on_disk:
             return
         try:
             self.index_file.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.index_file.parent, prefix=f".{self.index_file.name}.")
-            with os.fdopen(fd, "w") as out:
-                json.dump(self.entries, out, sort_keys=True)
-            os.replace(tmp, self.index_file)
-            self.changed = False
         except OSError:
-            pass
+            return
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump({key: self.entries[key] for key in self._used}, out, sort_keys=True)
+            os.replace(tmp, self.index_file)
+            self._on_disk = set(self._used)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
 
 
 @lru_cache(maxsize=None)
