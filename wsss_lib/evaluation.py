@@ -11,6 +11,7 @@ import numpy as np
 from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.metrics import confusion_matrix, summarise
+from wsss_lib.progress import track
 
 
 def score_label_dir(pred_dir: str | Path, split_csv: str) -> dict:
@@ -20,7 +21,7 @@ def score_label_dir(pred_dir: str | Path, split_csv: str) -> dict:
     names = ["background", *class_columns(table)]
     conf = np.zeros((len(names), len(names)), dtype=np.int64)
     evaluated = 0
-    for image_id, mask_path in zip(table["id"], table["mask"]):
+    for image_id, mask_path in track(zip(table["id"], table["mask"]), f"scoring {Path(pred_dir).name}", len(table)):
         if not mask_path:
             continue
         pred_path = Path(pred_dir) / f"{image_id}.png"

@@ -7,7 +7,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from wsss_lib.cams import multiscale_cams, normalise_by_max
 from wsss_lib.config import config_hash
@@ -17,6 +16,7 @@ from wsss_lib.data.voc import class_columns, read_split_table, read_split_tables
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
+from wsss_lib.progress import Progress
 from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, place_model, resolve_device,
                                to_device, train_classifier)
 
@@ -71,8 +71,8 @@ def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, 
     attrs = {"method": method, "model": str(model_path), "model_config_hash": meta["config_hash"],
              "config_hash": config_hash(dict(opts)), "scales": list(opts["scales"]), "flip": opts["flip"],
              "strided_stride": opts["strided_stride"], "class_names": list(meta["class_names"])}
-    with open_store_writer(store_out, attrs) as store, torch.no_grad():
-        for ids, images, labels in tqdm(loader, desc="make_cams", mininterval=10):
+    with open_store_writer(store_out, attrs) as store, torch.no_grad(), Progress("make_cams", len(table)) as progress:
+        for ids, images, labels in loader:
             with autocast(dev):
                 strided, high_res = multiscale_cams(model, to_device(images, dev, channels_last), opts["scales"],
                                                     opts["flip"], opts["strided_stride"])
@@ -82,3 +82,4 @@ def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, 
                 store.write(image_id, keys=keys.numpy().astype(np.int16),
                             cam=strided[i, keys].numpy().astype(np.float16),
                             high_res=high_res[i, keys].numpy().astype(np.float16))
+            progress.update(len(ids))

@@ -16,6 +16,7 @@ from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.voc import read_split_table
 from wsss_lib.evaluation import score_label_dir, strongest_class
 from wsss_lib.metrics import confusion_matrix, summarise
+from wsss_lib.progress import track
 from wsss_lib.report import write_json
 from wsss_lib.store import StoreReader
 
@@ -37,7 +38,7 @@ def eval_cams(store_path: str, split_csv: str, json_out: str, hp: Mapping[str, A
         n = len(names)
         confusions = {t: np.zeros((n, n), dtype=np.int64) for t in thresholds}
         evaluated = 0
-        for image_id, mask_path in zip(table["id"], table["mask"]):
+        for image_id, mask_path in track(zip(table["id"], table["mask"]), "eval_cams", len(table)):
             if not mask_path:
                 continue  # no pixel ground truth (XML-only image): nothing to score
             gt = read_label_png(mask_path)

@@ -21,6 +21,7 @@ from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import read_split_table, read_split_tables
 from wsss_lib.models.affinity_net import build_affinity_net, load_affinity_net, save_affinity_net
 from wsss_lib.models.cam_net import cam_backbone_state
+from wsss_lib.progress import track
 from wsss_lib.random_walk import random_walk_labels
 from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
 from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, resolve_device,
@@ -62,8 +63,8 @@ def crf_labels(cams_store: str, split_csv: str, store_out: str, hp: Mapping[str,
         attrs = {"method": method, "cams": str(cams_store), "config_hash": config_hash(dict(opts)),
                  "class_names": class_names, **{k: v for k, v in opts.items()}}
         with open_store_writer(store_out, attrs) as out:
-            for image_id, labels in confident_labels_many(tasks(), opts["low_alpha"], opts["high_alpha"], params,
-                                                          processes=threads):
+            labelled = confident_labels_many(tasks(), opts["low_alpha"], opts["high_alpha"], params, processes=threads)
+            for image_id, labels in track(labelled, "crf_labels", len(table)):
                 out.write(image_id, labels=labels)
                 counts["pixels"] += labels.size
                 counts["foreground"] += int(((labels != 0) & (labels != IGNORE)).sum())
@@ -155,7 +156,7 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
         table, _ = _split_with_cams(split_csvs, cams)
         images = decoded_images(table, meta["input_mean"], meta["input_std"], workers=loader_workers(1, threads, dev),
                                 pin_memory=dev.type == "cuda")
-        for image_id, image, _ in images:
+        for image_id, image, _ in track(images, "random_walk", len(table)):
             image = image[None].to(dev, non_blocking=True)
             with autocast(dev):
                 embedding = model(image)

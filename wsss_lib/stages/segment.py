@@ -19,6 +19,7 @@ from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.models.cam_net import cam_backbone_state
 from wsss_lib.models.deeplab import build_deeplab, load_deeplab, save_deeplab
+from wsss_lib.progress import track
 from wsss_lib.segmentation import PseudoLabelReader, crf_refine_many, predict_probabilities, segmentation_batch_loss
 from wsss_lib.training import ResumeSpec, TrainSettings, loader_workers, resolve_device, train_classifier
 
@@ -118,11 +119,13 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
                 yield image_id, image_path, probs
 
         if not opts["crf"]:
-            for _ in with_plain_written():
+            for _ in track(with_plain_written(), "infer_deeplab", len(table)):
                 pass
             return
         crf_dir = Path(tmp) / "crf"
         crf_dir.mkdir()
         params = CRFParams.from_config(hp["segment"]["crf"])
-        for image_id, labels in crf_refine_many(with_plain_written(), params, processes=threads):
+        # the CRF pool pulls predictions as it goes, so the bar counts images through both
+        refined = crf_refine_many(with_plain_written(), params, processes=threads)
+        for image_id, labels in track(refined, "infer_deeplab (+ CRF)", len(table)):
             write_label_png(crf_dir / f"{image_id}.png", labels)

@@ -9,6 +9,7 @@ CVPR 2019) and read back from clusters.json: it is never typed by the user.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,7 +18,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from wsss_lib.atomic import atomic_path
 from wsss_lib.clustering import check_clusters, cluster_by_class
@@ -26,6 +26,7 @@ from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, coll
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.objectives import build_batch_loss, objective_from_config
+from wsss_lib.progress import Progress, summary_line
 from wsss_lib.report import write_csv
 from wsss_lib.stages.cam import train_transform
 from wsss_lib.store import StoreReader, open_store_writer
@@ -86,17 +87,19 @@ def extract_features(model_path: str, split_csv: str, store_out: str, *, kind: s
     loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), collate_fn=collate_inference)
     attrs = {"method": method, "model": str(model_path), "kind": kind, "round": round_index,
              "model_config_hash": meta.get("config_hash", "")}
-    with open_store_writer(store_out, attrs) as store:
-        for ids, images, _ in tqdm(loader, desc="extract_features", mininterval=10):
+    with open_store_writer(store_out, attrs) as store, Progress("extract_features", len(dataset)) as progress:
+        for ids, images, _ in loader:
             with autocast(dev):
                 features = embed(images.to(dev)).float().cpu().numpy()
             for image_id, feature in zip(ids, features):
                 store.write(image_id, feature=feature.astype(np.float32))
+            progress.update(len(ids))
 
 
 def cluster_features(store_path: str, split_csv: str, csv_out: str, json_out: str,
                      clustering: Mapping[str, Any]) -> dict:
     """Cluster each class's images into sub-categories; write clusters.csv and clusters.json."""
+    started = time.perf_counter()
     table = read_split_table(split_csv)
     class_names = class_columns(table)
     with StoreReader(store_path) as store:
@@ -112,6 +115,8 @@ def cluster_features(store_path: str, split_csv: str, csv_out: str, json_out: st
     write_csv(clusters, csv_out)
     with atomic_path(json_out, suffix=".json") as tmp:
         tmp.write_text(json.dumps(info, indent=2))
+    print(summary_line(f"cluster_features ({info['total']} sub-categories)", len(table),
+                       time.perf_counter() - started), flush=True)
     return info
 
 
