@@ -17,6 +17,8 @@ include: "rules/subcategory.smk"
 include: "rules/refine.smk"
 include: "rules/segment.smk"
 include: "rules/report.smk"
+# last: it reads the other rules' outputs
+include: "rules/guards.smk"
 
 
 rule all:

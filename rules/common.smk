@@ -47,6 +47,12 @@ wildcard_constraints:
     round=r"[1-9][0-9]*",
 
 
+def unknown_method_error(wildcards):
+    """Input function of rules/guards.smk's unknown_method: fails with the name and the configured ones."""
+    raise ValueError(f"unknown method {wildcards.method!r} in the requested {R}/{wildcards.method}/{wildcards.path}; "
+                     f"the configured methods (config key `methods`) are: {', '.join(METHODS)}")
+
+
 # What each module imports, kept between runs beside Snakemake's own metadata (wsss_lib/provenance.py).
 CODE_IMPORT_INDEX = Path(".snakemake/wsss_code_imports.json").resolve()
 

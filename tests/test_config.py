@@ -30,6 +30,19 @@ def test_unknown_key_fails_validation_naming_it(section):
         validate(config, SCHEMA)
 
 
+@pytest.mark.parametrize("section", ["defaults", "methods.baseline", "methods.newly_added"])
+def test_value_of_the_wrong_type_fails_validation_naming_its_key(section):
+    config = load_config()
+    node = config
+    for part in section.split("."):
+        node[part] = node.get(part) or {}
+        node = node[part]
+    node["train_cam"] = {"epochs": "three"}
+    with pytest.raises(Exception, match=r"'three' is not of type 'integer'") as raised:
+        validate(config, SCHEMA)
+    assert f"{''.join(f'[{part!r}]' for part in section.split('.'))}['train_cam']['epochs']" in str(raised.value)
+
+
 def test_method_config_merges_defaults_dataset_and_method():
     config = {
         "dataset": "synthetic",

@@ -63,21 +63,34 @@ class StoreReader:
         except OSError as err:
             raise ValueError(f"cannot open store {self.path}: {err}") from err
 
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """A damaged file (cut short after its superblock was written, bytes overwritten) can open and fail
+        only when read; HDF5's message then names neither the file nor what was read."""
+        try:
+            yield
+        except (OSError, RuntimeError) as err:
+            raise ValueError(f"cannot read {what} from store {self.path} (damaged file?): {err}") from err
+
     @property
     def attrs(self) -> dict:
-        return dict(self._handle.attrs)
+        with self._reading("the file attributes"):
+            return dict(self._handle.attrs)
 
     def ids(self) -> list[str]:
-        return list(self._handle.keys())
+        with self._reading("the image ids"):
+            return list(self._handle.keys())
 
     def __contains__(self, image_id: str) -> bool:
-        return image_id in self._handle
+        with self._reading(f"image {image_id!r}"):
+            return image_id in self._handle
 
     def __getitem__(self, image_id: str) -> dict[str, np.ndarray]:
-        if image_id not in self._handle:
+        if image_id not in self:
             raise KeyError(f"image {image_id!r} not in store {self.path}")
-        group = self._handle[image_id]
-        return {name: group[name][()] for name in group}
+        with self._reading(f"image {image_id!r}"):
+            group = self._handle[image_id]
+            return {name: group[name][()] for name in group}
 
     def close(self) -> None:
         self._handle.close()

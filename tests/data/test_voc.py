@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from wsss_lib.data.label_png import read_label_png, write_label_png
-from wsss_lib.data.voc import (VOC_CLASSES, build_split_table, find_voc_root, labels_from_mask, labels_from_xml,
-                               read_image, read_split_table)
+from wsss_lib.data.voc import (VOC_CLASSES, build_split_table, find_voc_root, image_size, labels_from_mask,
+                               labels_from_xml, read_image, read_split_table, require_same_classes)
 
 
 def test_split_table_on_real_voc_sample(voc_sample):
@@ -90,3 +90,62 @@ def test_xml_with_unknown_class(tmp_path):
     xml.write_text("<annotation><object><name>unicorn</name></object></annotation>")
     with pytest.raises(ValueError, match="unicorn"):
         labels_from_xml(xml, VOC_CLASSES)
+
+
+def test_image_listed_twice_is_named(tmp_path):
+    root = make_tree(tmp_path, ids=("a", "b"))
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a\nb\na\n")
+    with pytest.raises(ValueError, match=r"train\.txt.*more than once.*\['a'\]"):
+        build_split_table(root, "train", VOC_CLASSES)
+    path = tmp_path / "train.csv"
+    pd.DataFrame({"id": ["a", "b", "b"], "image": ["a.jpg", "b.jpg", "b.jpg"], "mask": "", "cat": 1}).to_csv(
+        path, index=False)
+    with pytest.raises(ValueError, match=r"train\.csv.*more than once.*\['b'\]"):
+        read_split_table(path)
+
+
+def test_mask_of_another_size_than_its_image_is_named(tmp_path):
+    root = make_tree(tmp_path)
+    write_label_png(root / "SegmentationClass" / "b.png", np.zeros((6, 9), np.uint8))
+    with pytest.raises(ValueError, match=r"b\.png is 6x9 .*b\.jpg is 6x8"):
+        build_split_table(root, "train", VOC_CLASSES)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_jpeg_fails_the_split_table_naming_it(tmp_path, damage):
+    from PIL import Image
+
+    root = make_tree(tmp_path)
+    image = root / "JPEGImages" / "b.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(image)
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"GIF89a but not really" * 10)
+    write_label_png(root / "SegmentationClass" / "b.png", np.zeros((60, 80), np.uint8))
+    expected = r"cannot read image .*b\.jpg: image file is truncated" if damage == "truncated" else \
+        r"cannot read image .*b\.jpg"
+    with pytest.raises(ValueError, match=expected):
+        build_split_table(root, "train", VOC_CLASSES)
+    assert image_size(root / "JPEGImages" / "a.jpg") == (6, 8)
+
+
+def test_a_complete_jpeg_with_trailing_bytes_is_accepted(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "padded.jpg"
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(path)
+    path.write_bytes(path.read_bytes() + bytes(4096))  # past the end-marker window: decoded in full, and fine
+    assert image_size(path) == (30, 40)
+
+
+def test_tables_read_together_name_the_class_column_one_lacks(tmp_path):
+    def table(name, **classes):
+        path = tmp_path / name
+        pd.DataFrame({"id": [name], "image": ["x.jpg"], "mask": [""], **classes}).to_csv(path, index=False)
+        return path
+
+    train, val, reordered = table("train.csv", cat=[1]), table("val.csv", cat=[1], dog=[0]), \
+        table("reordered.csv", dog=[0], cat=[1])
+    with pytest.raises(ValueError, match=r"train\.csv lacks class columns \['dog'\]"):
+        require_same_classes([train, val], [read_split_table(train), read_split_table(val)])
+    with pytest.raises(ValueError, match=r"val\.csv has them in the order \['cat', 'dog'\], .*reordered\.csv"):
+        require_same_classes([val, reordered], [read_split_table(val), read_split_table(reordered)])

@@ -42,7 +42,53 @@ def read_split_ids(voc_root: Path, split: str) -> list[str]:
     ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not ids:
         raise ValueError(f"split list {path} is empty")
+    # a repeated id would weigh its image twice in training and in every mIoU, and collides in the stores
+    duplicated = repeated_values(ids)
+    if duplicated:
+        raise ValueError(f"split list {path} lists {len(duplicated)} image id(s) more than once: {duplicated[:10]}")
     return ids
+
+
+def repeated_values(values: Sequence[str]) -> list[str]:
+    """The values that occur more than once, each once, in first-seen order."""
+    seen, repeated = set(), {}
+    for value in values:
+        if value in seen:
+            repeated[value] = None
+        seen.add(value)
+    return list(repeated)
+
+
+# JPEG's end-of-image marker; a complete file ends with it. It cannot occur inside entropy-coded data (0xFF is
+# byte-stuffed there), so a truncated file lacks it near its end. The window tolerates a little trailing padding.
+JPEG_END = b"\xff\xd9"
+JPEG_END_WINDOW = 1024
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image from its header, without decoding it; an unreadable or truncated file is an
+    error naming it.
+
+    Split tables are built from this, so a bad image fails the first, seconds-long job rather than a training
+    job partway through an epoch; a full decode (~2 ms a VOC image) would triple that job's time.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            is_jpeg = image.format == "JPEG"
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+    if is_jpeg:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - JPEG_END_WINDOW))
+            ends_cleanly = JPEG_END in handle.read()
+        if not ends_cleanly:
+            # truncated, or complete with trailing bytes (some cameras append data): only a full decode tells
+            read_image(path)
+    return height, width
 
 
 def labels_from_mask(mask: np.ndarray, n_classes: int, source: str = "mask") -> np.ndarray:
@@ -87,8 +133,13 @@ def build_split_table(voc_root: str | os.PathLike, split: str, class_names: Sequ
             raise FileNotFoundError(f"image {image_id} listed in split {split!r} is missing: {image}")
         mask = next((d / f"{image_id}.png" for d in mask_dirs if (d / f"{image_id}.png").is_file()), None)
         xml = voc_root / "Annotations" / f"{image_id}.xml"
+        size = image_size(image)
         if mask is not None:
-            labels = labels_from_mask(read_label_png(mask), len(class_names), source=str(mask))
+            mask_array = read_label_png(mask)
+            if mask_array.shape != size:
+                raise ValueError(f"mask {mask} is {mask_array.shape[0]}x{mask_array.shape[1]} (HxW) but its image "
+                                 f"{image} is {size[0]}x{size[1]}")
+            labels = labels_from_mask(mask_array, len(class_names), source=str(mask))
         elif xml.is_file():
             labels = labels_from_xml(xml, class_names)
         else:
@@ -112,6 +163,9 @@ def read_split_table(path: str | os.PathLike, class_names: Sequence[str] | None 
         missing += [c for c in class_names if c not in table.columns]
     if missing:
         raise ValueError(f"split table {path} lacks columns {missing}; it has {list(table.columns)}")
+    duplicated = repeated_values(table["id"].tolist())
+    if duplicated:
+        raise ValueError(f"split table {path} lists {len(duplicated)} image id(s) more than once: {duplicated[:10]}")
     names = list(class_names) if class_names is not None else [c for c in table.columns if c not in BASE_COLUMNS]
     labels = table[names]
     if not labels.isin([0, 1]).all().all():
@@ -130,15 +184,28 @@ def read_split_tables(paths: str | os.PathLike | Sequence[str | os.PathLike],
     if not paths:
         raise ValueError("no split table given")
     tables = [read_split_table(path, class_names) for path in paths]
-    for path, table in zip(paths[1:], tables[1:]):
-        if class_columns(table) != class_columns(tables[0]):
-            raise ValueError(f"split table {path} has classes {class_columns(table)}, "
-                             f"{paths[0]} has {class_columns(tables[0])}")
+    require_same_classes(paths, tables)
     return pd.concat(tables, ignore_index=True).drop_duplicates("id", keep="first").reset_index(drop=True)
 
 
 def class_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in BASE_COLUMNS]
+
+
+def require_same_classes(paths: Sequence[str | os.PathLike], tables: Sequence[pd.DataFrame]) -> None:
+    """Split tables read together must have the same class columns in the same order: a label vector's
+    position is the class a network's output stands for. The error names each file and what it lacks."""
+    first = class_columns(tables[0])
+    for path, table in zip(paths[1:], tables[1:]):
+        classes = class_columns(table)
+        if classes == first:
+            continue
+        lacks = {str(p): [c for c in union if c not in class_columns(t)]
+                 for p, t, union in ((paths[0], tables[0], classes), (path, table, first))}
+        lacks = {p: missing for p, missing in lacks.items() if missing}
+        detail = "; ".join(f"{p} lacks class columns {missing}" for p, missing in lacks.items()) or \
+            f"{paths[0]} has them in the order {first}, {path} in the order {classes}"
+        raise ValueError(f"split tables disagree on their classes: {detail}")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -12,7 +12,7 @@ from wsss_lib.cams import multiscale_cams, normalise_by_max
 from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.transforms import ClassificationTrainTransform
-from wsss_lib.data.voc import class_columns, read_split_table, read_split_tables
+from wsss_lib.data.voc import class_columns, read_split_table, read_split_tables, require_same_classes
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
@@ -39,6 +39,8 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
     opts = hp["train_cam"]
     torch.manual_seed(opts["seed"])
     train_table, val_table = read_split_table(train_csv), read_split_table(val_csv)
+    # the net's outputs follow train's class columns; a val table with others would be scored against the wrong ones
+    require_same_classes([train_csv, val_csv], [train_table, val_table])
     class_names = class_columns(train_table)
     model = build_cam_net(hp["backbone"], len(class_names), hp["pretrained"], hp["output_stride"], weights_file)
     backbone = model.backbone

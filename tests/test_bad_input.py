@@ -1,0 +1,184 @@
+"""Bad input, end to end: the real workflow on each kind of bad input fails with an error naming the file, key or
+value, and leaves no partial output (the failing job's outputs absent, no temporary or lock files beside them)."""
+
+import io
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import run_snakemake
+from wsss_lib.data.label_png import write_label_png
+
+# The smallest setup that reaches the CAM jobs: 8 images of 32 px, one epoch, one CAM scale.
+TINY = {
+    "device": "cpu",
+    "synthetic": {
+        "n_train": 8, "n_train_aug": 8, "n_val": 4, "image_size": 32, "n_classes": 3,
+        "hparams": {
+            "backbone": "small_cnn",
+            "train_cam": {"epochs": 1, "crop": 32, "resize_long": [28, 36], "batch_size": 4},
+            "make_cams": {"scales": [1.0]},
+        },
+    },
+}
+VOC_IDS = ["2007_000001", "2007_000002", "2007_000003"]
+
+
+def failure_text(workdir: Path, result, log: str) -> str:
+    """Snakemake's own output and the failing job's log (its script sends its traceback there)."""
+    log_path = workdir / "results" / "logs" / log
+    return result.stdout + result.stderr + (log_path.read_text() if log_path.is_file() else "")
+
+
+def assert_no_partial_output(*outputs: Path) -> None:
+    for output in outputs:
+        assert not output.exists(), f"partial output left: {output}"
+        # atomic_path's temporary (.<name>.*.tmp) and writer lock (.<name>.lock)
+        leftovers = list(output.parent.glob(f".{output.name}.*")) if output.parent.is_dir() else []
+        assert not leftovers, leftovers
+
+
+@pytest.fixture(scope="module")
+def cam_run(tmp_path_factory) -> Path:
+    """Synthetic data, split tables, a trained CAM net and its CAM store: what the bad artifacts replace."""
+    workdir = tmp_path_factory.mktemp("upstream")
+    run_snakemake(workdir, "--cores", "2", "results/baseline/cam/cams.h5", overlay=TINY)
+    return workdir
+
+
+@pytest.fixture
+def cam_copy(cam_run, tmp_path) -> Path:
+    workdir = tmp_path / "work"
+    shutil.copytree(cam_run, workdir, symlinks=True)  # copy2: modification times kept, so nothing is stale
+    return workdir
+
+
+def voc_tree(root: Path, split_lines=VOC_IDS) -> Path:
+    """A three-image VOC-layout tree (10x8 images, one object each) with a train list."""
+    voc = root / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / folder).mkdir(parents=True)
+    for i, image_id in enumerate(VOC_IDS):
+        Image.new("RGB", (10, 8), (40 * i, 90, 20)).save(voc / "JPEGImages" / f"{image_id}.jpg", format="JPEG")
+        mask = np.zeros((8, 10), np.uint8)
+        mask[2:6, 3:7] = i + 1
+        write_label_png(voc / "SegmentationClass" / f"{image_id}.png", mask)
+    (voc / "ImageSets/Segmentation/train.txt").write_text("".join(f"{i}\n" for i in split_lines))
+    return voc
+
+
+def run_split(workdir: Path, voc: Path):
+    overlay = {"dataset": "voc12", "device": "cpu", "voc12": {"root": str(voc)}}
+    return run_snakemake(workdir, "--cores", "1", "results/splits/train.csv", overlay=overlay, check=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_jpeg_in_the_dataset(tmp_path, damage):
+    voc = voc_tree(tmp_path / "voc")
+    image = voc / "JPEGImages" / f"{VOC_IDS[1]}.jpg"
+    # large enough that half the file is past its headers: the cut falls in the compressed data
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
+    write_label_png(voc / "SegmentationClass" / f"{VOC_IDS[1]}.png", np.full((80, 100), 2, np.uint8))
+    buffer = io.BytesIO()
+    noisy.save(buffer, format="JPEG")
+    image.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2] if damage == "truncated"
+                      else b"this is no image at all\n" * 20)
+    result = run_split(tmp_path, voc)
+    assert result.returncode != 0
+    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    assert f"cannot read image {image}" in text and (damage != "truncated" or "is truncated" in text), text
+    assert_no_partial_output(tmp_path / "results/splits/train.csv")
+
+
+def test_mask_of_another_size_than_its_image(tmp_path):
+    voc = voc_tree(tmp_path / "voc")
+    mask = voc / "SegmentationClass" / f"{VOC_IDS[2]}.png"
+    write_label_png(mask, np.zeros((9, 10), np.uint8))
+    result = run_split(tmp_path, voc)
+    assert result.returncode != 0
+    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    assert f"mask {mask} is 9x10" in text and f"{VOC_IDS[2]}.jpg is 8x10" in text, text
+    assert_no_partial_output(tmp_path / "results/splits/train.csv")
+
+
+def test_image_listed_twice_in_a_split(tmp_path):
+    voc = voc_tree(tmp_path / "voc", split_lines=[*VOC_IDS, VOC_IDS[0]])
+    result = run_split(tmp_path, voc)
+    assert result.returncode != 0
+    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    assert str(voc / "ImageSets/Segmentation/train.txt") in text and f"more than once: ['{VOC_IDS[0]}']" in text, text
+    assert_no_partial_output(tmp_path / "results/splits/train.csv")
+
+
+def test_split_csv_missing_a_class_column(cam_copy):
+    # edited after the CAM net was trained from it: the net retrains, and must not on a class fewer
+    train_csv = cam_copy / "results/splits/train.csv"
+    pd.read_csv(train_csv, dtype=str).drop(columns="triangle").to_csv(train_csv, index=False)
+    result = run_snakemake(cam_copy, "--cores", "2", "results/baseline/cam/model.pt", overlay=TINY, check=False)
+    assert result.returncode != 0
+    text = failure_text(cam_copy, result, "train_cam/baseline.log")
+    assert "results/splits/train.csv lacks class columns ['triangle']" in text, text
+    cam = cam_copy / "results/baseline/cam"
+    assert_no_partial_output(cam / "model.pt", cam / "train_log.csv")
+
+
+def test_unknown_method_in_a_target(tmp_path):
+    result = run_snakemake(tmp_path, "--cores", "1", "results/nosuchmethod/miou.json", overlay=TINY, check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "unknown method 'nosuchmethod'" in text and "baseline, mixup, manifold_mixup" in text, text
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+class RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_model_file_that_is_a_pickle(cam_copy):
+    model, marker = cam_copy / "results/baseline/cam/model.pt", cam_copy / "code_ran"
+    model.write_bytes(pickle.dumps(RunsCodeWhenUnpickled(marker), protocol=2))
+    result = run_snakemake(cam_copy, "--cores", "2", "results/baseline/cam/cams.h5", overlay=TINY, check=False)
+    assert result.returncode != 0
+    text = failure_text(cam_copy, result, "make_cams/baseline.log")
+    assert "cannot load CAM model results/baseline/cam/model.pt: not a model file of this pipeline" in text, text
+    assert f"{os.mkdir.__module__}.mkdir" in text, text  # what torch's reader refused (posix.mkdir)
+    assert not marker.exists()  # the file's code never ran
+    assert_no_partial_output(cam_copy / "results/baseline/cam/cams.h5")
+
+
+def test_cam_store_cut_short_mid_write(cam_copy):
+    store = cam_copy / "results/baseline/cam/cams.h5"
+    with h5py.File(store, "r") as handle:
+        assert len(handle) == 8  # a complete store until cut
+    store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    result = run_snakemake(cam_copy, "--cores", "2", "results/baseline/cam/miou.json", overlay=TINY, check=False)
+    assert result.returncode != 0
+    text = failure_text(cam_copy, result, "eval_cams/baseline.log")
+    assert "cannot open store results/baseline/cam/cams.h5" in text and "truncated file" in text, text
+    assert_no_partial_output(cam_copy / "results/baseline/cam/miou.json")
+
+
+@pytest.mark.parametrize("section", ["defaults", "methods.baseline"])
+def test_config_value_of_the_wrong_type(tmp_path, section):
+    overlay = {"device": "cpu"}
+    node = overlay
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node["train_cam"] = {"epochs": "three"}
+    result = run_snakemake(tmp_path, "--cores", "1", overlay=overlay, check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    key = "".join(f"[{part!r}]" for part in [*section.split("."), "train_cam", "epochs"])
+    assert "'three' is not of type 'integer'" in text and f"On instance{key}" in text, text
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
