@@ -10,6 +10,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/cam.smk"
@@ -25,4 +28,7 @@ rule all:
     input:
         f"{R}/summary.csv",
         f"{R}/cam_summary.csv",
+        f"{R}/figures/stage_miou.png",
+        f"{R}/figures/cam_comparison.png",
+        [figure for method in METHODS for figure in method_figures(method)],
     default_target: True

@@ -244,3 +244,26 @@ def segment_start(wildcards):
 
 def segment_eval_csv(wildcards):
     return split_csv(hparams(wildcards.method)["segment"]["infer"]["split"])
+
+
+FIGURES = config["figures"]
+
+
+def training_logs(wildcards):
+    """The method's training logs in pipeline order, named for the figure's rows."""
+    method = wildcards.method
+    logs = {"classifier": f"{R}/{method}/cam/train_log.csv"}
+    if subcategory_rounds(method) and hparams(method)["subcategory"]["features"] == "vit":
+        logs["teacher"] = f"{R}/{method}/teacher/train_log.csv"
+    for r in range(1, subcategory_rounds(method) + 1):
+        logs[f"round{r}"] = f"{R}/{method}/round{r}/train_log.csv"
+    logs["affinity"] = f"{R}/{method}/refine/affinity_log.csv"
+    logs["deeplab"] = f"{R}/{method}/seg/train_log.csv"
+    return logs
+
+
+def method_figures(method):
+    """What results/<method>/figures/ holds: curves, examples, scores, and each sub-category round's clusters."""
+    names = ["training_curves", "examples", "per_class_iou", "cam_thresholds"]
+    names += [f"subcategories_round{r}" for r in range(1, subcategory_rounds(method) + 1)]
+    return [f"{R}/{method}/figures/{name}.png" for name in names]

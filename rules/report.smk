@@ -1,10 +1,16 @@
-# Reports: tables across methods.
+# Reports: tables across methods and the figures of each method.
 
 
-# Seconds of work each: on a cluster they run on the submit host instead of waiting in the queue as jobs.
+# Seconds of work each, without torch: on a cluster they run on the submit host instead of waiting in the queue as
+# jobs. plot_examples runs DeepLab on its images, so it stays a job.
 localrules:
     cam_summary,
     summary,
+    plot_training_curves,
+    plot_scores,
+    plot_subcategories,
+    plot_stage_miou,
+    plot_cam_comparison,
 
 
 rule cam_summary:
@@ -31,13 +37,16 @@ rule cam_summary:
 
 rule summary:
     input:
-        expand(f"{R}/{{method}}/miou.json", method=METHODS),
+        results=expand(f"{R}/{{method}}/miou.json", method=METHODS),
     output:
         csv=f"{R}/summary.csv",
         md=f"{R}/summary.md",
+        html=report(f"{R}/summary.html", caption="../workflow/report/summary.rst", category="all methods"),
     params:
         code=script_code("summary.py"),
         methods=METHODS,
+        published={method: HPARAMS[method].get("published") for method in METHODS},
+        dataset=DATASET,
     conda:
         "../envs/wsss.yaml"
     log:
@@ -50,3 +59,180 @@ rule summary:
         runtime=10,
     script:
         "../workflow/scripts/summary.py"
+
+
+# Figures: what people look at. Each lands in `snakemake --report` under its method (category) and what it shows
+# (subcategory), with a caption saying how to read it (workflow/report/*.rst).
+
+
+rule plot_training_curves:
+    input:
+        unpack(training_logs),
+    output:
+        report(
+            f"{R}/{{method}}/figures/training_curves.png",
+            caption="../workflow/report/training_curves.rst",
+            category="{method}",
+            subcategory="training",
+        ),
+    params:
+        code=script_code("plot_training_curves.py"),
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/plot_training_curves/{{method}}.log",
+    benchmark:
+        f"{BENCH}/plot_training_curves/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_training_curves.py"
+
+
+rule plot_scores:
+    input:
+        method=rules.method_miou.output[0],
+        cam=rules.eval_cams.output[0],
+    output:
+        per_class=report(
+            f"{R}/{{method}}/figures/per_class_iou.png",
+            caption="../workflow/report/per_class_iou.rst",
+            category="{method}",
+            subcategory="scores",
+        ),
+        thresholds=report(
+            f"{R}/{{method}}/figures/cam_thresholds.png",
+            caption="../workflow/report/cam_thresholds.rst",
+            category="{method}",
+            subcategory="scores",
+        ),
+    params:
+        code=script_code("plot_scores.py"),
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/plot_scores/{{method}}.log",
+    benchmark:
+        f"{BENCH}/plot_scores/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_scores.py"
+
+
+rule plot_examples:
+    input:
+        split=split_csv(FIGURES["split"]),
+        cams=rules.make_cams.output[0],
+        labels=rules.crf_labels.output[0],
+        pseudo=rules.random_walk.output[0],
+        seg_model=rules.train_deeplab.output.model,
+    output:
+        report(
+            f"{R}/{{method}}/figures/examples.png",
+            caption="../workflow/report/examples.rst",
+            category="{method}",
+            subcategory="images",
+        ),
+    params:
+        code=script_code("plot_examples.py"),
+        figures=FIGURES,
+        hp=lambda wildcards: segment_params(wildcards.method, "infer"),
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/plot_examples/{{method}}.log",
+    benchmark:
+        f"{BENCH}/plot_examples/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    script:
+        "../workflow/scripts/plot_examples.py"
+
+
+rule plot_subcategories:
+    input:
+        clusters=rules.cluster_features.output.csv,
+        split=cam_train_csv,
+    output:
+        report(
+            f"{R}/{{method}}/figures/subcategories_round{{round}}.png",
+            caption="../workflow/report/subcategories.rst",
+            category="{method}",
+            subcategory="images",
+        ),
+    params:
+        code=script_code("plot_subcategories.py"),
+        per_row=FIGURES["subcategory_images"],
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/plot_subcategories/{{method}}_round{{round}}.log",
+    benchmark:
+        f"{BENCH}/plot_subcategories/{{method}}_round{{round}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_subcategories.py"
+
+
+rule plot_stage_miou:
+    input:
+        rules.summary.output.csv,
+    output:
+        report(
+            f"{R}/figures/stage_miou.png",
+            caption="../workflow/report/stage_miou.rst",
+            category="all methods",
+        ),
+    params:
+        code=script_code("plot_stage_miou.py"),
+        dataset=DATASET,
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/plot_stage_miou.log",
+    benchmark:
+        f"{BENCH}/plot_stage_miou.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_stage_miou.py"
+
+
+rule plot_cam_comparison:
+    input:
+        split=split_csv(FIGURES["split"]),
+        cams=expand(rules.make_cams.output[0], method=METHODS),
+    output:
+        report(
+            f"{R}/figures/cam_comparison.png",
+            caption="../workflow/report/cam_comparison.rst",
+            category="all methods",
+        ),
+    params:
+        code=script_code("plot_cam_comparison.py"),
+        figures=FIGURES,
+        methods=METHODS,
+    conda:
+        "../envs/wsss.yaml"
+    log:
+        f"{LOGS}/plot_cam_comparison.log",
+    benchmark:
+        f"{BENCH}/plot_cam_comparison.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_cam_comparison.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,34 @@ def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check:
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Selenium. Debian's chromium and chromium-driver are installed here when
+    missing (the one test-setup step that needs the network); Selenium is pointed at them, so it never fetches
+    a driver of its own."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        if shutil.which("apt-get") is None:
+            pytest.skip("no Chromium and no apt-get to install Debian's chromium with")
+        apt = ["apt-get"] if os.geteuid() == 0 else ["sudo", "-n", "apt-get"]
+        install = [*apt, "install", "-y", "-q", "chromium", "chromium-driver"]
+        installed = subprocess.run(install, capture_output=True, text=True)
+        if installed.returncode != 0:  # a fresh machine's package lists may be missing or stale
+            subprocess.run([*apt, "update", "-q"], capture_output=True, text=True)
+            installed = subprocess.run(install, capture_output=True, text=True)
+        assert installed.returncode == 0, f"installing chromium failed:\n{installed.stdout}\n{installed.stderr}"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1600,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()

@@ -70,3 +70,58 @@ def test_cam_summary_rows_and_a_file_missing_keys(tmp_path):
     bad = stage_file(tmp_path, "b", miou=0.5, split="train", n_images=4)
     with pytest.raises(ValueError, match=r"b\.json lacks \['threshold', 'best_miou', 'best_threshold'\]"):
         cam_summary(["a", "b"], [good, bad])
+
+
+def test_published_figures_sit_beside_this_runs_with_what_each_was_measured_on(tmp_path):
+    from wsss_lib.report import published_comparison, write_html
+
+    path = tmp_path / "fmix.json"
+    write_json(three_stages(tmp_path, "fmix", 0.5, 0.625, 0.55), path)
+    published = {"fmix": {"source": "mva-wsss FP_LIU.pdf Tables 1-2", "train_set": "train", "cam_train": 48.2,
+                          "pseudo_train": 58.4, "seg_val": 54.0}}
+    table = published_comparison(["fmix"], [path], published, "synthetic")
+    assert table.values.tolist() == [
+        ["fmix", "CAM", "48.2 (train; trained on train)", "mva-wsss FP_LIU.pdf Tables 1-2", "50.0 (synthetic train, 10 images)"],
+        ["fmix", "pseudo-label", "58.4 (train; trained on train)", "mva-wsss FP_LIU.pdf Tables 1-2",
+         "62.5 (synthetic train, 10 images)"],
+        ["fmix", "segmentation", "54.0 (val; trained on train)", "mva-wsss FP_LIU.pdf Tables 1-2",
+         "55.0 (synthetic val, 5 images)"]]
+    unpublished = published_comparison(["fmix"], [path], {"fmix": None}, "voc12")
+    assert unpublished["published, full VOC 2012"].tolist() == ["-"] * 3
+    html = tmp_path / "summary.html"
+    write_html(summary_table(["fmix"], [path]), table, html)
+    tables = html_tables(html.read_text())
+    assert tables[0] == [["method", "CAM", "pseudo-label", "segmentation", "segmentation + CRF"],
+                         ["fmix", "50.0 (train)", "62.5 (train)", "55.0 (val)", "-"]]
+    assert tables[1] == [list(table.columns), *table.values.tolist()]
+
+
+def html_tables(text: str) -> list[list[list[str]]]:
+    """The cells of every <table>, row by row (an independent reading of the page the report embeds)."""
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.tables.append([])
+            elif tag == "tr":
+                self.tables[-1].append([])
+            elif tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th"):
+                self.tables[-1][-1].append(self.cell.strip())
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    parser = Cells()
+    parser.feed(text)
+    return parser.tables

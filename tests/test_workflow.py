@@ -252,7 +252,9 @@ def test_changing_one_method_reruns_only_its_jobs(every_method_run):
     assert methods == {"mixup"}, result.stdout
     assert sorted(scheduled) == sorted(["train_cam", "make_cams", "eval_cams", "cam_summary", "crf_labels",
                                         "train_affinity", "random_walk", "eval_pseudo_labels", "train_deeplab",
-                                        "infer_deeplab", "eval_segmentation", "method_miou", "summary", "all"])
+                                        "infer_deeplab", "eval_segmentation", "method_miou", "summary",
+                                        "plot_training_curves", "plot_scores", "plot_examples", "plot_stage_miou",
+                                        "plot_cam_comparison", "all"])
     changed = json.loads(json.dumps(ONE_EPOCH_EVERY_METHOD))
     changed["methods"]["sce"]["subcategory"]["rounds"] = 3  # one more round: only sce's new round and CAMs
     result = run_snakemake(workdir, "-n", overlay=changed)
@@ -303,3 +305,121 @@ def test_subcategory_head_size_equals_the_count_found(every_method_run, method):
     with h5py.File(results / "cam/cams.h5", "r") as cams:
         assert cams.attrs["model"].endswith(f"{method}/round{rounds}/model.pt")  # the last round makes the CAMs
     assert (results / "teacher/model.pt").exists() == (method == "sct")
+
+
+def png_size(path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG", path
+        return image.size
+
+
+def test_every_method_draws_its_figures(every_method_run):
+    workdir, _ = every_method_run
+    results = workdir / "results"
+    for method in METHODS:
+        figures = sorted(p.name for p in (results / method / "figures").iterdir())
+        rounds = [f"subcategories_round{r}.png" for r in range(1, SUBCATEGORY_ROUNDS.get(method, 0) + 1)]
+        assert figures == sorted(["training_curves.png", "examples.png", "per_class_iou.png",
+                                  "cam_thresholds.png", *rounds]), (method, figures)
+        # one row of panels per training job: classifier, (teacher), rounds, AffinityNet, DeepLab
+        rows = 3 + SUBCATEGORY_ROUNDS.get(method, 0) + (method == "sct")
+        width, height = png_size(results / method / "figures/training_curves.png")
+        assert 200 * rows < height < 300 * rows, (method, height)
+        # the example grid: one row per figure image (config figures.n_images: 4)
+        width, height = png_size(results / method / "figures/examples.png")
+        assert 4 * 150 < height < 4 * 250 + 150, (method, height)
+    # sc_cam's k-means gives 10 sub-categories for each of the 3 classes: one row each
+    width, height = png_size(results / "sc_cam/figures/subcategories_round1.png")
+    assert 30 * 90 < height < 30 * 110 + 100, height
+    assert png_size(results / "figures/stage_miou.png")[0] > 600
+    assert png_size(results / "figures/cam_comparison.png")[0] > 170 * (len(METHODS) + 2)
+
+
+def test_summary_markdown_sets_this_run_beside_the_published_figures(every_method_run):
+    workdir, _ = every_method_run
+    markdown = (workdir / "results/summary.md").read_text()
+    gathered = json.loads((workdir / "results/fmix/miou.json").read_text())
+    ours = 100 * gathered["pseudo_label"]["miou"]
+    # config.yaml: fmix's published pseudo-labels, 58.4 on VOC train (mva-wsss FP_LIU.pdf Tables 1-2)
+    row = (f"| fmix | pseudo-label | 58.4 (train; trained on train) | mva-wsss FP_LIU.pdf Tables 1-2 | "
+           f"{ours:.1f} (synthetic train, 48 images) |")
+    assert row in markdown, markdown
+    assert "| sc_cam | segmentation | 66.1 (val; trained on train_aug) |" in markdown
+    assert "| sc_cam | CAM | - | - |" in markdown  # SC-CAM publishes no CAM figure that the seed quotes
+
+
+def test_progress_and_throughput_in_the_logs_of_per_image_jobs(every_method_run):
+    workdir, _ = every_method_run
+    logs = workdir / "results/logs"
+    for job, count in (("make_cams", 48), ("crf_labels", 48), ("random_walk", 48), ("infer_deeplab (+ CRF)", 16)):
+        text = (logs / f"{job.split()[0]}/baseline.log").read_text()
+        assert re.search(rf"^{re.escape(job)}: {count} images in [0-9.]+ s \([0-9.]+ images/s\)$", text, re.M), text
+        assert f"{count}/{count}" in text  # the bar's last state
+    # sce round 1 clusters train_aug's 64 images
+    assert re.search(r"^cluster_features \(\d+ sub-categories\): 64 images in ", (
+        logs / "cluster_features/sce_round1.log").read_text(), re.M)
+
+
+def test_html_report_in_a_real_browser(every_method_run, browser):
+    """`snakemake --report` on the run, opened in headless Chromium: the menu lists every method, and clicking
+    through it shows each figure and the summary tables."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    workdir, _ = every_method_run
+    run_snakemake(workdir, "--report", "report.html", overlay=ONE_EPOCH_EVERY_METHOD)
+    wait = WebDriverWait(browser, 30)
+
+    def page_text():
+        return browser.find_element(By.TAG_NAME, "body").text
+
+    def click(label):
+        def visible(driver):
+            found = driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{label}']")
+            return [e for e in found if e.is_displayed()]
+        wait.until(visible)[0].click()
+
+    def view(result):  # the eye button of a result's row
+        wait.until(lambda driver: driver.find_elements(
+            By.XPATH, f"//tr[td[normalize-space(text())='{result}']]//a[@iconname='eye']"))[0].click()
+
+    def open_report():
+        browser.get((workdir / "report.html").as_uri())
+        wait.until(lambda driver: "all methods" in page_text())
+
+    open_report()
+    assert set(METHODS) <= set(page_text().splitlines())
+    click("all methods")
+    wait.until(lambda driver: "results/summary.html" in page_text())
+    assert {"results/figures/stage_miou.png", "results/figures/cam_comparison.png"} <= set(page_text().splitlines())
+    view("results/summary.html")
+    browser.switch_to.frame(wait.until(lambda driver: driver.find_elements(By.TAG_NAME, "iframe"))[0])
+    tables = wait.until(lambda driver: driver.find_elements(By.TAG_NAME, "table"))
+    summary_text, comparison_text = tables[0].text, tables[1].text
+    browser.switch_to.default_content()
+    assert summary_text.splitlines()[0] == "method CAM pseudo-label segmentation segmentation + CRF"
+    assert [line.split()[0] for line in summary_text.splitlines()[1:]] == METHODS
+    assert "fmix pseudo-label 58.4 (train; trained on train) mva-wsss FP_LIU.pdf Tables 1-2" in comparison_text
+
+    seen = set()
+    for method in ("baseline", "sc_cam"):
+        open_report()
+        click(method)
+        for subcategory in ("training", "scores", "images"):
+            click(subcategory)
+            wait.until(lambda driver: f"results/{method}/figures/" in page_text())
+            seen |= set(re.findall(rf"results/{method}/figures/\w+\.png", page_text()))
+            click(method)  # the breadcrumb, back to the method's subcategories
+    expected = {f"results/{m}/figures/{name}.png" for m in ("baseline", "sc_cam")
+                for name in ("training_curves", "per_class_iou", "cam_thresholds", "examples")}
+    expected |= {f"results/sc_cam/figures/subcategories_round{r}.png" for r in (1, 2)}
+    assert seen == expected
+    click("images")
+    view("results/sc_cam/figures/examples.png")
+    shown = wait.until(lambda driver: [i for i in driver.find_elements(By.TAG_NAME, "img")
+                                       if i.is_displayed() and i.get_attribute("src").startswith("data:image/png")])
+    assert shown[0].get_property("naturalHeight") > 500  # the 4-image grid, decoded by the browser
+    browser.save_screenshot(str(workdir / "report_screenshot.png"))
+    print(f"report screenshot: {workdir / 'report_screenshot.png'}")

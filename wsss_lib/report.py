@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from html import escape
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -98,23 +99,75 @@ def summary_table(methods: Sequence[str], result_paths: Sequence[str | os.PathLi
     return pd.DataFrame(rows)
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """The summary as a GitHub-flavoured Markdown table (mIoU in percent, one decimal)."""
-    header = ["method", "CAM", "pseudo-label", "segmentation", "segmentation + CRF"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary as people read it: mIoU in percent, one decimal, each with the split it was measured on."""
 
     def percent(value) -> str:
         return "-" if value is None or pd.isna(value) else f"{100 * value:.1f}"
 
-    for row in table.itertuples(index=False):
-        cells = [row.method, f"{percent(row.cam_miou)} ({row.cam_split})",
-                 f"{percent(row.pseudo_label_miou)} ({row.pseudo_label_split})",
-                 f"{percent(row.seg_miou)} ({row.seg_split})", percent(row.seg_miou_crf)]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[row.method, f"{percent(row.cam_miou)} ({row.cam_split})",
+             f"{percent(row.pseudo_label_miou)} ({row.pseudo_label_split})",
+             f"{percent(row.seg_miou)} ({row.seg_split})", percent(row.seg_miou_crf)]
+            for row in table.itertuples(index=False)]
+    return pd.DataFrame(rows, columns=["method", "CAM", "pseudo-label", "segmentation", "segmentation + CRF"])
+
+
+def _markdown_rows(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(table: pd.DataFrame, path: str | os.PathLike) -> None:
+def markdown_table(table: pd.DataFrame) -> str:
+    """The summary as a GitHub-flavoured Markdown table."""
+    return _markdown_rows(display_table(table))
+
+
+# (stage in results/{m}/miou.json, key of the method's `published` block in config.yaml, what it measures)
+PUBLISHED_STAGES = (("cam", "cam_train", "CAM"), ("pseudo_label", "pseudo_train", "pseudo-label"),
+                    ("segmentation", "seg_val", "segmentation"))
+COMPARISON_COLUMNS = ["method", "stage", "published, full VOC 2012", "source", "this run"]
+
+
+def published_comparison(methods: Sequence[str], result_paths: Sequence[str | os.PathLike],
+                         published: Mapping[str, Mapping | None], dataset: str) -> pd.DataFrame:
+    """Each stage's published VOC 2012 mIoU (%, config.yaml ``published``, with its source) beside this run's,
+    each labelled with what it was measured on, so that neither is read as the other."""
+    rows = []
+    for method, result in method_results(methods, result_paths, STAGES):
+        cited = published.get(method) or {}
+        for stage, key, name in PUBLISHED_STAGES:
+            ours = result[stage]
+            measured_on = key.rsplit("_", 1)[1]
+            rows.append([method, name,
+                         f"{cited[key]:.1f} ({measured_on}; trained on {cited['train_set']})" if key in cited else "-",
+                         cited.get("source", "-") if key in cited else "-",
+                         f"{100 * ours['miou']:.1f} ({dataset} {ours['split']}, {ours['n_images']} images)"])
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+SUMMARY_CAPTION = "mIoU (%) per method and stage; the split each was measured on in brackets."
+COMPARISON_HEADING = "This run beside the published figures"
+COMPARISON_CAPTION = ("Published: PASCAL VOC 2012, full dataset, as the source reports it. This run: the dataset and "
+                      "images named. Different data and budgets: read the two columns side by side, not as one "
+                      "ranking.")
+
+
+def write_markdown(table: pd.DataFrame, path: str | os.PathLike, comparison: pd.DataFrame | None = None) -> None:
+    text = f"{SUMMARY_CAPTION}\n\n{markdown_table(table)}"
+    if comparison is not None:
+        text += f"\n## {COMPARISON_HEADING}\n\n{COMPARISON_CAPTION}\n\n{_markdown_rows(comparison)}"
     with atomic_path(path, suffix=".md") as tmp:
-        Path(tmp).write_text("mIoU (%) per method and stage; the split each was measured on in brackets.\n\n"
-                             + markdown_table(table))
+        Path(tmp).write_text(text)
+
+
+def write_html(table: pd.DataFrame, comparison: pd.DataFrame, path: str | os.PathLike) -> None:
+    """summary.md's two tables as one HTML page: what the Snakemake report shows (it renders HTML, not CSV)."""
+    style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse;margin-bottom:1.5em}"
+             "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}")
+    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>summary</title><style>{style}</style></head>"
+            f"<body><p>{escape(SUMMARY_CAPTION)}</p>{display_table(table).to_html(index=False, escape=True)}"
+            f"<h2>{escape(COMPARISON_HEADING)}</h2><p>{escape(COMPARISON_CAPTION)}</p>"
+            f"{comparison.to_html(index=False, escape=True)}</body></html>\n")
+    with atomic_path(path, suffix=".html") as tmp:
+        Path(tmp).write_text(html)

@@ -1,0 +1,7 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from wsss_lib.stages.figures import plot_stage_miou
+
+plot_stage_miou(snakemake.input[0], snakemake.output[0], snakemake.params.dataset)

@@ -1,0 +1,8 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from wsss_lib.stages.figures import TRAINING_JOB_NAMES, plot_training
+
+logs = [(TRAINING_JOB_NAMES.get(name, name), path) for name, path in snakemake.input.items()]
+plot_training(logs, snakemake.output[0], f"{snakemake.wildcards.method}: training")
