@@ -89,3 +89,12 @@ def test_two_workflows_on_one_results_tree_are_refused_by_snakemakes_lock(tmp_pa
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     assert not (tmp_path / "results/baseline/cam/model.pt").exists()
+
+
+def test_an_atomic_write_never_replaces_a_device(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # stands in for /dev/null, which a rename onto it would have replaced with a plain file
+    with pytest.raises(ValueError, match=r"refusing to replace .*pipe: it is not a regular file or directory"):
+        with atomic_path(fifo) as tmp:
+            tmp.write_text("x")
+    assert fifo.is_fifo()

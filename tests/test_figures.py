@@ -66,12 +66,12 @@ def test_example_grid_draws_label_maps_in_the_palette(tmp_path):
     assert [t.get_text() for t in figure.legends[0].texts] == ["background", "bird", "ignored"]
 
 
-def test_per_class_bars_are_the_stages_iou():
+def test_per_class_bars_are_the_stages_iou(tmp_path):
     result = {stage: {"miou": miou, "split": split, "per_class_iou": ious} for stage, miou, split, ious in (
         ("cam", 0.4, "train", {"background": 0.7, "aeroplane": 0.1, "bicycle": None}),
         ("pseudo_label", 0.5, "train", {"background": 0.8, "aeroplane": 0.2, "bicycle": None}),
         ("segmentation", 0.6, "val", {"background": 0.9, "aeroplane": 0.3, "bicycle": 0.6}))}
-    figure = per_class_iou_bars(result, "/dev/null")
+    figure = per_class_iou_bars(result, tmp_path / "iou.png")
     axis = figure.axes[0]
     heights = [bar.get_height() for bar in axis.patches]
     # three stages x three classes, stage by stage; an absent class is an empty (NaN) bar
@@ -80,20 +80,20 @@ def test_per_class_bars_are_the_stages_iou():
     assert axis.get_legend().texts[2].get_text() == "segmentation (val): 60.0"
 
 
-def test_threshold_sweep_marks_the_configured_and_the_best_threshold():
+def test_threshold_sweep_marks_the_configured_and_the_best_threshold(tmp_path):
     cam = {"sweep": {"0.1": 0.30, "0.2": 0.45, "0.3": 0.40}, "threshold": 0.15, "miou": 0.41,
            "best_threshold": 0.2, "best_miou": 0.45, "all_background_miou": 0.2, "split": "train", "n_images": 5}
-    axis = threshold_sweep(cam, "/dev/null").axes[0]
+    axis = threshold_sweep(cam, tmp_path / "sweep.png").axes[0]
     curve, configured, best, floor = axis.lines
     np.testing.assert_allclose(curve.get_xydata(), [[0.1, 0.30], [0.2, 0.45], [0.3, 0.40]])
     assert configured.get_xdata()[0] == 0.15 and best.get_xdata()[0] == 0.2 and floor.get_ydata()[0] == 0.2
 
 
-def test_training_curves_plot_each_log_and_skip_empty_validation():
+def test_training_curves_plot_each_log_and_skip_empty_validation(tmp_path):
     log = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.9, 0.6, 0.5], "train_cls": [0.9, 0.5, 0.4],
                         "lr": [0.1, 0.05, 0.0], "val_map": [np.nan, 0.5, 0.7]})
     affinity = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.5, 0.4], "lr": [0.1, 0.0]})
-    figure = training_curves([("classifier", log), ("AffinityNet", affinity)], "/dev/null")
+    figure = training_curves([("classifier", log), ("AffinityNet", affinity)], tmp_path / "curves.png")
     losses, lr, validation = figure.axes[:3]
     assert [line.get_label() for line in losses.lines] == ["loss", "cls"]
     np.testing.assert_allclose(validation.lines[0].get_xydata(), [[2, 0.5], [3, 0.7]])  # unvalidated epoch dropped
@@ -109,10 +109,10 @@ def test_subcategory_grid_has_one_row_per_subcategory(tmp_path):
     assert sum(bool(axis.images) for axis in figure.axes) == 3  # a, c in row 0; b in row 1
 
 
-def test_stage_bars_group_methods_by_stage():
+def test_stage_bars_group_methods_by_stage(tmp_path):
     summary = pd.DataFrame({"method": ["baseline", "fmix"], "cam_miou": [0.4, 0.5], "pseudo_label_miou": [0.5, 0.6],
                             "seg_miou": [0.55, 0.65], "seg_miou_crf": [np.nan, np.nan]})
-    axis = stage_bars(summary, "/dev/null").axes[0]
+    axis = stage_bars(summary, tmp_path / "stages.png").axes[0]
     np.testing.assert_allclose([bar.get_height() for bar in axis.patches], [0.4, 0.5, 0.5, 0.6, 0.55, 0.65])
     assert [t.get_text() for t in axis.get_legend().texts] == ["CAM", "pseudo-label", "segmentation"]
 

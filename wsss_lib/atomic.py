@@ -61,6 +61,9 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     writer of ``dest`` meanwhile gets :class:`ConcurrentWriteError` (see :func:`writer_lock`).
     """
     dest = Path(dest)
+    # the rename would replace whatever is there: a device (/dev/null as a throwaway output) or a FIFO included
+    if dest.exists() and not (dest.is_file() or dest.is_dir()):
+        raise ValueError(f"refusing to replace {dest}: it is not a regular file or directory")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(dest):
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
