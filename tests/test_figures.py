@@ -102,11 +102,13 @@ def test_training_curves_plot_each_log_and_skip_empty_validation(tmp_path):
 
 def test_subcategory_grid_has_one_row_per_subcategory(tmp_path):
     clusters = pd.DataFrame({"id": ["a", "b", "c"], "bird_0": [1, 0, 1], "bird_1": [0, 1, 0]})
-    thumbnails = {i: np.zeros((8, 8, 3), np.uint8) for i in "abc"}
-    figure = subcategory_grid(clusters, thumbnails, tmp_path / "sub.png", per_row=2)
-    labels = [t.get_text() for axis in figure.axes for t in axis.texts]
-    assert labels == ["bird_0\n(2 images)", "bird_1\n(1 images)"]
-    assert sum(bool(axis.images) for axis in figure.axes) == 3  # a, c in row 0; b in row 1
+    thumbnails = {i: np.full((8, 8, 3), value, np.uint8) for i, value in zip("abc", (10, 20, 30))}
+    axis = subcategory_grid(clusters, thumbnails, tmp_path / "sub.png", per_row=2, cell=8).axes[0]
+    assert [t.get_text() for t in axis.get_yticklabels()] == ["bird_0 (2 images)", "bird_1 (1 images)"]
+    mosaic = axis.images[0].get_array()
+    step = 8 + 4
+    cells = [[int(mosaic[row * step + 4, slot * step + 4, 0]) for slot in range(2)] for row in range(2)]
+    assert cells == [[10, 30], [20, 255]]  # row bird_0: a, c; row bird_1: b, then an empty (white) cell
 
 
 def test_stage_bars_group_methods_by_stage(tmp_path):

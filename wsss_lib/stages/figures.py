@@ -107,7 +107,7 @@ def plot_subcategories(clusters_csv: str, split_csv: str, out: str, per_row: int
     thumbnails = {}
     for image_id in shown:
         with Image.open(paths[image_id]) as image:
-            image.thumbnail((96, 96))
+            image.thumbnail((64, 64))
             thumbnails[image_id] = np.asarray(image.convert("RGB"))
     subcategory_grid(clusters, thumbnails, out, per_row, title)
 
