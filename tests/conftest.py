@@ -68,6 +68,16 @@ def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check:
     return result
 
 
+class RunsCodeWhenUnpickled:
+    """A pickle that makes the directory ``marker`` if anything unpickles it: model-file tests check it never runs."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import run_snakemake
+from conftest import RunsCodeWhenUnpickled, run_snakemake
 from wsss_lib.data.label_png import write_label_png
 
 # The smallest setup that reaches the CAM jobs: 8 images of 32 px, one epoch, one CAM scale.
@@ -135,14 +135,6 @@ def test_unknown_method_in_a_target(tmp_path):
     text = result.stdout + result.stderr
     assert "unknown method 'nosuchmethod'" in text and "baseline, mixup, manifold_mixup" in text, text
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
-
-
-class RunsCodeWhenUnpickled:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return os.mkdir, (self.marker,)
 
 
 def test_model_file_that_is_a_pickle(cam_copy):

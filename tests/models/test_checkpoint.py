@@ -1,21 +1,13 @@
 """Model files: written by save_checkpoint, read by read_checkpoint without unpickling code."""
 
-import os
 import pickle
 import re
 
 import pytest
 import torch
 
+from conftest import RunsCodeWhenUnpickled
 from wsss_lib.models.checkpoint import read_checkpoint, save_checkpoint
-
-
-class RunsCodeWhenUnpickled:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return os.mkdir, (self.marker,)
 
 
 def test_round_trip(tmp_path):

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from wsss_lib.stages.figures import TRAINING_JOB_NAMES, plot_training
+from wsss_lib.stages.figures import plot_training, training_job_title
 
-logs = [(TRAINING_JOB_NAMES.get(name, name), path) for name, path in snakemake.input.items()]
+logs = [(training_job_title(name), path) for name, path in snakemake.input.items()]
 plot_training(logs, snakemake.output[0], f"{snakemake.wildcards.method}: training")

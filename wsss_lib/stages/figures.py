@@ -42,9 +42,10 @@ def _cams(store: StoreReader, image_id: str) -> tuple[np.ndarray, np.ndarray]:
     return entry["high_res"].astype(np.float32), entry["keys"].astype(int)
 
 
-# rules/common.smk training_logs() names -> the figure's row titles
-TRAINING_JOB_NAMES = {"classifier": "CAM classifier", "teacher": "ViT teacher", "affinity": "AffinityNet",
-                      "deeplab": "DeepLab", **{f"round{r}": f"sub-category round {r}" for r in range(1, 10)}}
+def training_job_title(name: str) -> str:
+    """A row title for a name of rules/common.smk's training_logs(): classifier, teacher, round<r>, affinity, deeplab."""
+    titles = {"classifier": "CAM classifier", "teacher": "ViT teacher", "affinity": "AffinityNet", "deeplab": "DeepLab"}
+    return titles.get(name) or f"sub-category round {name.removeprefix('round')}"
 
 
 def plot_training(logs: Sequence[tuple[str, str]], out: str, title: str) -> None:
