@@ -27,6 +27,8 @@ pydensecrf facts these functions rely on (checked against pydensecrf2 1.1):
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import multiprocessing
@@ -246,26 +248,42 @@ def _single_thread() -> None:
         os.environ[name] = "1"
 
 
-def pool_imap(worker, items: Iterable, processes: int, chunksize: int = 1,
-              start_method: str = POOL_START_METHOD) -> Iterator:
-    """``worker(item)`` for each item, in order: in this process for ``processes <= 1``, else in a pool
-    of single-threaded workers whose ``imap`` pulls ``items`` lazily (from the pool's feeder thread,
-    blocking once the pipe to the workers is full), so only a few items are in memory at a time.
-    Leaving the iteration early terminates the pool."""
+def pool_imap(worker, items: Iterable, processes: int, start_method: str = POOL_START_METHOD) -> Iterator:
+    """``worker(item)`` for each item, in order: in this process for ``processes <= 1``, else in
+    ``processes`` single-threaded worker processes. Items are pulled lazily, at most two per worker
+    ahead of the results, so only a few are in memory at a time. Leaving the iteration early
+    cancels what has not started and waits for the running items (one per worker) to finish.
+
+    Built on ``concurrent.futures.ProcessPoolExecutor`` with an explicit window rather than
+    ``multiprocessing.Pool.imap``: ``Pool.terminate()``, which ``imap`` inside a ``with`` block runs
+    when the caller stops early or a worker raises, can deadlock in ``_help_stuff_finish`` (CPython
+    issues #78178, #73945, #96995, open). It did once, in CI, in the stop-early test: the run sat
+    there until its 90-minute limit. Cancelling futures and a normal shutdown take no such lock.
+    """
     if processes <= 1:
         for item in items:
             yield worker(item)
         return
+    window = 2 * processes
     context = multiprocessing.get_context(start_method)
-    with context.Pool(processes, initializer=_single_thread) as pool:
-        yield from pool.imap(worker, items, chunksize)
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context, initializer=_single_thread) as pool:
+        pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(worker, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def confident_labels_many(tasks: Iterable[CRFTask], low_alpha: float, high_alpha: float, params: CRFParams,
-                          processes: int, chunksize: int = 1, *,
-                          start_method: str = POOL_START_METHOD) -> Iterator[tuple[str, np.ndarray]]:
+                          processes: int, *, start_method: str = POOL_START_METHOD) -> Iterator[tuple[str, np.ndarray]]:
     """``(image_id, confident_labels(...))`` for each task, in the order of ``tasks``, computed in
     ``processes`` worker processes (see :func:`pool_imap`); identical to the serial run."""
     # partial of a module-level function pickles by reference, so workers can receive it.
     worker = functools.partial(_task_labels, low_alpha=low_alpha, high_alpha=high_alpha, params=params)
-    return pool_imap(worker, tasks, processes, chunksize, start_method)
+    return pool_imap(worker, tasks, processes, start_method)
