@@ -449,7 +449,8 @@ def test_validation_every_k_epochs_and_after_the_last(tiny_sets, tmp_path, monke
 
 def test_loader_workers_feed_a_gpu_and_leave_a_small_cpu_job_to_the_network():
     gpu, cpu = torch.device("cuda"), torch.device("cpu")
-    assert training.loader_workers(4, 2, gpu) == 4
+    assert training.loader_workers(4, 2, gpu) == 4  # at least the configured number
+    assert [training.loader_workers(1, threads, gpu) for threads in (1, 4, 8)] == [1, 4, 8]  # a worker a core
     assert [training.loader_workers(2, threads, cpu) for threads in (1, 2, 3, 4, 8, 16)] == [1, 0, 0, 1, 2, 2]
 
 
