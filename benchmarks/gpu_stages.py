@@ -9,8 +9,9 @@ output, over synthetic VOC-sized images (500x375 JPEGs rendered by wsss_lib.data
 
 The hyper-parameters are the method's effective VOC config: config/config.yaml (plus any --configfile
 merged over it, as Snakemake merges them) with ``dataset: voc12``, through wsss_lib.config.method_config.
-Only three things are overridden: ``pretrained: none`` (CAM / AffinityNet backbone and DeepLab), the number
-of epochs / iterations (a short timed run), and, with --tiny, the sizes below. For each stage it prints
+Only four things are overridden: ``pretrained: none`` (CAM / AffinityNet backbone and DeepLab), BatchNorm
+trained rather than frozen (frozen statistics are the pretrained ones, which random weights lack), the
+number of epochs / iterations (a short timed run), and, with --tiny, the sizes below. For each stage it prints
 the images timed, their wall seconds, images per second, the peak GPU memory, and the stage's extrapolated
 wall time on full VOC: the configured epochs over the configured split (train 1,464 or train_aug 10,582),
 DeepLab's configured iterations x batch, and the 1,449 val images, at the measured rate.
@@ -96,7 +97,7 @@ from wsss_lib.report import write_json  # noqa: E402
 from wsss_lib.stages.cam import make_cams, train_cam  # noqa: E402
 from wsss_lib.stages.refine import crf_labels, random_walk, train_affinity  # noqa: E402
 from wsss_lib.stages.segment import infer_deeplab, train_deeplab  # noqa: E402
-from wsss_lib.training import resolve_device  # noqa: E402
+from wsss_lib.training import loader_workers, resolve_device  # noqa: E402
 
 CONFIG = REPO / "config" / "config.yaml"
 
@@ -108,6 +109,14 @@ VOC_IMAGE_SIZE = (500, 375)  # (width, height): the most common size of a VOC 20
 TINY_IMAGE_SIZE = (64, 48)
 
 TRAINING_STAGES = ("train_cam", "train_affinity", "train_deeplab")
+
+# Random weights for every net, and BatchNorm in training mode with them. The configured nets keep their
+# pretrained BN statistics frozen (IRN, DeepLab-v2); frozen at init (mean 0, variance 1) they normalise
+# nothing, and a random ResNet-101 then puts out logits of ~2e5 that turned DeepLab's loss to NaN within its
+# first epoch (seen on an H200). Batch statistics cost about what the frozen affine map does next to the
+# convolutions, so the timing is unaffected.
+RANDOM_INIT = {"pretrained": "none", "train_cam": {"freeze_bn": False}, "refine": {"affinity": {"freeze_bn": False}},
+               "segment": {"pretrained": "none", "freeze_bn": False}}
 
 # --tiny: what a CPU can train in seconds. small_cnn (wsss_lib/models/backbones.py) for all three nets,
 # crops and batches to fit 64x48 images; everything else keeps its configured value.
@@ -176,7 +185,7 @@ def proportional_val_images(configured: dict, train_images: int) -> int:
 def benchmark_hparams(configured: dict, *, train_images: int, timed_epochs: int, tiny: bool) -> dict:
     """The configured hyper-parameters with the benchmark's overrides: random init, 1 warm-up + timed
     epochs (DeepLab: as many passes over the images in iterations), and the --tiny sizes."""
-    hp = deep_merge(configured, {"pretrained": "none", "segment": {"pretrained": "none"}})
+    hp = deep_merge(configured, RANDOM_INIT)
     if tiny:
         hp = deep_merge(hp, TINY_HPARAMS)
         hp["make_cams"]["scales"] = list(configured["make_cams"]["scales"][:2])
@@ -346,12 +355,13 @@ def run_stages(work: Path, configured: dict, *, tiny: bool, train_images: int, v
             "timed_epochs": timed_epochs, "warmup_images": warmup_images, "device": str(dev),
             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, "torch": torch.__version__,
             "threads": threads, "cpu_processes": cpu_processes,
-            "workload": stage_workloads(hp, configured, cpu_processes),
+            "workload": stage_workloads(hp, configured, cpu_processes, loader_workers(
+                hp["train_cam"]["num_workers"], threads, dev)),
         },
     }
 
 
-def stage_workloads(hp: dict, configured: dict, cpu_processes: int) -> dict[str, str]:
+def stage_workloads(hp: dict, configured: dict, cpu_processes: int, cam_workers: int) -> dict[str, str]:
     """One line per stage: what was run here and what the full-VOC extrapolation assumes."""
     cam, affinity, segment = hp["train_cam"], hp["refine"]["affinity"], hp["segment"]
     full = full_voc_workload(configured)
@@ -359,7 +369,7 @@ def stage_workloads(hp: dict, configured: dict, cpu_processes: int) -> dict[str,
     crf, walk = hp["refine"]["crf"], hp["refine"]["random_walk"]
     return {
         "train_cam": f"{hp['backbone']} OS{hp['output_stride']}, crop {cam['crop']}, batch {cam['batch_size']}, "
-                     f"{cam['num_workers']} loader worker(s), validation every {cam['val_every']} epoch(s); full VOC: "
+                     f"{cam_workers} loader worker(s), validation every {cam['val_every']} epoch(s); full VOC: "
                      f"{configured_cam['epochs']} epochs x {configured_cam['split']} = {full['train_cam']:,} images",
         "make_cams": f"scales {hp['make_cams']['scales']} x flip {hp['make_cams']['flip']}, batch "
                      f"{hp['make_cams']['batch_size']}; full VOC: {full['make_cams']:,} images",
