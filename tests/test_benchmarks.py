@@ -106,6 +106,7 @@ def test_extrapolation_is_the_configured_full_voc_run_at_the_measured_rate(tiny_
 
 def test_only_random_init_and_the_schedule_are_overridden(gpu_stages, configured):
     """Full-size mode keeps every configured value (resnet50 OS16 CAM net, crops, batches, scales) but these."""
+    assert configured["train_cam"]["freeze_bn"] and configured["segment"]["freeze_bn"]  # else the test below is weaker
     hp = gpu_stages.benchmark_hparams(configured, train_images=80, timed_epochs=2, tiny=False)
 
     def leaves(tree, prefix=()):
@@ -117,6 +118,9 @@ def test_only_random_init_and_the_schedule_are_overridden(gpu_stages, configured
 
     changed = {path: value for path, value in leaves(hp) if dict(leaves(configured)).get(path) != value}
     assert changed == {("pretrained",): "none", ("segment", "pretrained"): "none", ("train_cam", "epochs"): 3,
+                       # BatchNorm statistics frozen at random init normalise nothing: random weights train them
+                       ("train_cam", "freeze_bn"): False, ("refine", "affinity", "freeze_bn"): False,
+                       ("segment", "freeze_bn"): False,
                        ("refine", "affinity", "epochs"): 3,
                        ("segment", "iterations"): 3 * (80 // configured["segment"]["batch_size"])}
     assert dict(leaves(hp)).keys() == dict(leaves(configured)).keys()
@@ -152,3 +156,32 @@ def test_job_profile_sums_each_rules_benchmark_files(tmp_path):
     (tmp_path / "benchmarks" / "bad.tsv").write_text("x\n1\n")
     with pytest.raises(ValueError, match="bad.tsv"):
         job_profile.job_table(tmp_path)
+
+
+def test_train_cam_photos_times_each_epoch_of_the_production_training(gpu_stages, tmp_path):
+    """benchmarks/train_cam_photos.py on a tiny VOC-layout tree: every epoch's rate is its full batches over the
+    training loop's seconds, on the split the config names, with the requested backbone and initialisation."""
+    train_cam_photos = load_benchmark("train_cam_photos")
+    gpu_stages.write_voc_tree(tmp_path / "voc", train_images=10, val_images=3, size=(64, 48))
+    sizing = tmp_path / "tiny.yaml"
+    sizing.write_text(yaml.safe_dump({"voc12": {"hparams": {
+        "train_cam": {"split": "train_aug", "crop": 48, "resize_long": [48, 64], "batch_size": 4}}}}))
+    torch_threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            result = train_cam_photos.main(["--root", str(tmp_path / "voc"), "--configfile", str(sizing),
+                                            "--backbone", "small_cnn", "--pretrained", "none", "--epochs", "2",
+                                            "--device", "cpu", "--threads", "1", "--json", str(tmp_path / "r.json")])
+    finally:
+        torch.set_num_threads(torch_threads)
+    settings = result["settings"]
+    assert (settings["split"], settings["train_images"], settings["backbone"], settings["pretrained"],
+            settings["batch_size"], settings["autocast"], settings["freeze_bn"]) == \
+        ("train_aug", 10, "small_cnn", "none", 4, None, False)
+    assert [row["epoch"] for row in result["epochs"]] == [1, 2]
+    for row in result["epochs"]:
+        assert row["images"] == 8  # two full batches of 4; the loader drops the partial one
+        assert row["images_per_second"] == pytest.approx(8 / row["seconds"], rel=1e-12)
+        assert 0 <= row["data_wait"] <= 1 and 0 <= row["val_map"] <= 1
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(result))
+    assert "epoch 2: 8 images" in printed.getvalue()
