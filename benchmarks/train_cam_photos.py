@@ -46,10 +46,12 @@ from wsss_lib.training import amp_dtype, resolve_device  # noqa: E402
 def run(root: Path, work: Path, hp: dict, *, device: str, threads: int) -> dict:
     """Split tables of ``root``, then train_cam on the configured split, validated on val."""
     split = hp["train_cam"]["split"]
-    tables = {}
+    tables, train_images = {}, 0
     for name in dict.fromkeys([split, "val"]):
+        table = build_split_table(root, name, VOC_CLASSES)
         tables[name] = work / f"{name}.csv"
-        build_split_table(root, name, VOC_CLASSES).to_csv(tables[name], index=False)
+        table.to_csv(tables[name], index=False)
+        train_images = len(table) if name == split else train_images
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -57,7 +59,6 @@ def run(root: Path, work: Path, hp: dict, *, device: str, threads: int) -> dict:
     rows = train_cam(str(tables[split]), str(tables["val"]), str(work / "model.pt"), str(work / "log.csv"), hp,
                      device=device, threads=threads, method="benchmark")
     wall = time.perf_counter() - started
-    train_images = sum(1 for _ in open(tables[split])) - 1
     batch = hp["train_cam"]["batch_size"]
     per_epoch = (train_images // batch) * batch  # the loader drops the last partial batch
     epochs = [{"epoch": row["epoch"], "images": per_epoch, "seconds": row["seconds"],
