@@ -183,14 +183,14 @@ def place_model(model: nn.Module, device: torch.device) -> bool:
 
 
 def loader_workers(configured: int, threads: int, device: torch.device) -> int:
-    """Data-loading worker processes for a job of ``threads`` cores: on a GPU, where the cores only feed the
-    device, one per thread (at least the configured number): with one worker, ResNet-50 CAM training at crop
-    320, batch 8 on an H200 waited for data 73% of its epoch at 68 img/s. On a CPU, where loading and the network share the job's cores, one worker
-    per 4 threads at most, none for 2-3 threads, and one for a 1-thread job (benchmarks/train_throughput.py,
-    2 cores). Loading is a small share of a 2-thread step, so a worker buys nothing there (small_cnn at 128 px
-    33.4 img/s without one, 32.7 with one; efficientnet_lite0 at 320: data wait 5%). A 1-thread job is one of
-    two sharing 2 cores (the demo's job_threads: 1) or has the machine alone; its worker loads on the other
-    core while the network runs (small_cnn_w16: 56.8 -> 67.4 img/s, data wait 16% -> 3.5%)."""
+    """Data-loading worker processes for a job of ``threads`` cores: on a GPU, where the cores only feed the device,
+    one per thread (at least the configured number): with one worker, ResNet-50 CAM training at crop 320, batch 8 on
+    an H200 waited for data 73% of its epoch at 68 img/s. On a CPU, where loading and the network share the job's
+    cores, one worker per 4 threads at most, none for 2-3 threads, and one for a 1-thread job
+    (benchmarks/train_throughput.py, 2 cores). Loading is a small share of a 2-thread step, so a worker buys nothing
+    there (small_cnn at 128 px 33.4 img/s without one, 32.7 with one; efficientnet_lite0 at 320: data wait 5%). A
+    1-thread job is one of two sharing 2 cores (the demo's job_threads: 1) or has the machine alone; its worker
+    loads on the other core while the network runs (small_cnn_w16: 56.8 -> 67.4 img/s, data wait 16% -> 3.5%)."""
     if device.type == "cuda":
         return max(configured, threads)
     return min(configured, 1 if threads == 1 else threads // 4)
