@@ -7,12 +7,13 @@ on a finished run with ground-truth masks (e.g. config/voc_sample.yaml), against
 * confident CRF labels (AffinityNet's training labels): precision of their foreground and background;
 * AffinityNet: mean affinity (and affinity^beta) of ground-truth pairs of background, of one object
   class, and of different classes: how well it separates what the walk must keep apart;
-* optionally the walk itself over a grid of alpha / beta / exp_times, next to the CAM labels at the
-  same background power (``(1 - max CAM)^alpha``, no walk), to separate the walk's gain from the
-  background calibration.
+* optionally the walk itself over a grid of beta / exp_times and of backgrounds, each next to the CAM
+  labels with the same background and no walk, to separate the walk's gain from the background
+  calibration: PSA's power (``(1 - max CAM)^alpha`` walked with the CAMs, --sweep-alpha) and IRN's constant
+  threshold against the walked CAMs divided by their maximum (--sweep-threshold).
 
     .venv/bin/python benchmarks/refinement_diagnostics.py --results results/voc_sample --methods baseline fmix \
-        --sweep-alpha 16 --sweep-beta 8 16 --sweep-exp 6 8
+        --sweep-alpha 16 --sweep-threshold 0.15 0.25 0.35 --sweep-beta 8 16 --sweep-exp 8
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from wsss_lib.affinity import neighbour_offsets, pair_affinities, pair_labels
-from wsss_lib.evaluation import strongest_class
+from wsss_lib.evaluation import cams_to_labels, strongest_class
 from wsss_lib.crf import IGNORE
 from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.transforms import downsample_labels, normalise
@@ -97,7 +98,7 @@ def crf_precision(store_path: str, split_csv: str) -> dict:
 
 
 @torch.no_grad()
-def walk_study(model_path: str, cams_path: str, split_csv: str, alphas, betas, exps, focus,
+def walk_study(model_path: str, cams_path: str, split_csv: str, alphas, thresholds, betas, exps, focus,
                beta_for_pairs: float = 8.0) -> None:
     """Ground-truth pair affinities, and the walk over the grid against plain CAM labels."""
     model, meta = load_affinity_net(model_path)
@@ -106,6 +107,7 @@ def walk_study(model_path: str, cams_path: str, split_csv: str, alphas, betas, e
     pairs = {k: np.zeros(3) for k in ("background pairs", "same-object pairs", "different-class pairs")}
     confusions: dict[tuple, np.ndarray] = {}
     names = class_names_of(cams_path)
+    backgrounds = [("power", alpha) for alpha in alphas] + [("threshold", t) for t in thresholds]
     for _, image_path, gt, entry in masked_entries(cams_path, split_csv):
         image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None]
         affinity = pair_affinities(model(image).float(), offsets)[0]
@@ -115,21 +117,27 @@ def walk_study(model_path: str, cams_path: str, split_csv: str, alphas, betas, e
                            float(member.sum())]
         cams, keys = entry["high_res"].astype(np.float32), entry["keys"]
         lookup = np.concatenate([[0], keys + 1]).astype(np.uint8)
-        for alpha in alphas:
-            plain = lookup[np.concatenate([(1 - cams.max(0, initial=0))[None] ** alpha, cams]).argmax(0)]
-            key = ("CAM, no walk", alpha, "-", "-")
+        for kind, value in backgrounds:
+            if kind == "power":
+                plain = lookup[np.concatenate([(1 - cams.max(0, initial=0))[None] ** value, cams]).argmax(0)]
+            else:
+                plain = cams_to_labels(cams, keys, value)
+            key = ("CAM, no walk", kind, value, "-", "-")
             confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, plain, len(names))
+            alpha, threshold = (value, None) if kind == "power" else (None, value)
             for beta, exp_times in itertools.product(betas, exps):
-                walked = random_walk_labels(cams, keys, affinity, offsets, meta["stride"], alpha, beta, exp_times)
-                key = ("walk", alpha, beta, exp_times)
+                walked = random_walk_labels(cams, keys, affinity, offsets, meta["stride"], alpha, beta, exp_times,
+                                            background_threshold=threshold)
+                key = ("walk", kind, value, beta, exp_times)
                 confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, walked, len(names))
     for key, (total, powered, count) in pairs.items():
         print(f"  {key:<22} {int(count):>9} pairs: mean affinity {total / count:.3f}, "
               f"mean affinity^{beta_for_pairs:g} {powered / count:.4f}")
-    for (kind, alpha, beta, exp_times), conf in confusions.items():
+    for (kind, background, value, beta, exp_times), conf in confusions.items():
         result = summarise(conf, names)
         iou = {k: v for k, v in result["per_class_iou"].items() if v is not None}
-        print(f"  {kind:<13} alpha {alpha:<4g} beta {beta!s:<4} exp_times {exp_times!s:<3} mIoU {result['miou']:.4f}  "
+        setting = f"alpha {value:<5g}" if background == "power" else f"thresh {value:<4g}"
+        print(f"  {kind:<13} {setting} beta {beta!s:<4} exp_times {exp_times!s:<3} mIoU {result['miou']:.4f}  "
               f"focus {focus_miou(iou, focus):.4f}")
 
 
@@ -141,7 +149,8 @@ def main() -> None:
     parser.add_argument("--label-split", default="train_aug", help="split AffinityNet learned from")
     parser.add_argument("--focus", nargs="+", default=list(FOCUS))
     parser.add_argument("--threshold", type=float, default=0.15, help="CAM background threshold (eval_cams)")
-    parser.add_argument("--sweep-alpha", type=float, nargs="*", default=[])
+    parser.add_argument("--sweep-alpha", type=float, nargs="*", default=[], help="PSA background powers")
+    parser.add_argument("--sweep-threshold", type=float, nargs="*", default=[], help="IRN background thresholds")
     parser.add_argument("--sweep-beta", type=float, nargs="*", default=[8.0])
     parser.add_argument("--sweep-exp", type=int, nargs="*", default=[8])
     parser.add_argument("--threads", type=int, default=2)
@@ -163,7 +172,7 @@ def main() -> None:
               f"background precision {crf['background_precision']:.3f}, ignored {crf['ignored_share']:.3f}")
         if (run / "refine" / "affinity.pt").is_file():
             walk_study(str(run / "refine" / "affinity.pt"), str(run / "cam" / "cams.h5"), str(eval_csv),
-                       args.sweep_alpha, args.sweep_beta, args.sweep_exp, args.focus)
+                       args.sweep_alpha, args.sweep_threshold, args.sweep_beta, args.sweep_exp, args.focus)
 
 
 if __name__ == "__main__":

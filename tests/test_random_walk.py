@@ -148,6 +148,63 @@ def test_same_pipeline_without_walk_keeps_background():
     assert (labels == 0).mean() > 0.5
 
 
+def irn_reference_labels(cams, keys, affinities, offsets, stride, threshold, beta, exp_times) -> np.ndarray:
+    """IRN's background written out from the dense walk: pool each class map by stride-blocks (numpy, zero
+    padding), walk, upsample, crop, divide by the maximum, prepend the constant, argmax."""
+    k, height, width = cams.shape
+    map_h, map_w = affinities.shape[-2:]
+    padded = np.zeros((k, map_h * stride, map_w * stride))
+    padded[:, :height, :width] = cams
+    pooled = padded.reshape(k, map_h, stride, map_w, stride).mean((2, 4))
+    walked = dense_random_walk(torch.from_numpy(pooled), affinities, offsets, beta, exp_times)
+    up = torch.nn.functional.interpolate(walked[None], scale_factor=stride, mode="bilinear",
+                                         align_corners=False)[0, :, :height, :width].numpy()
+    scores = np.concatenate([np.full((1, height, width), threshold), up / up.max()])
+    return np.concatenate([[0], keys + 1])[scores.argmax(0)].astype(np.uint8)
+
+
+def test_threshold_background_matches_irn_reference():
+    offsets = neighbour_offsets(4)
+    affinities = random_affinities(6, 7, offsets, seed=12)
+    cams = 0.2 * np.random.default_rng(13).random((3, 22, 27)).astype(np.float32)
+    cams[0, :11, :13] += 0.8  # one class per quadrant; the bottom-right one is left to the background
+    cams[1, :11, 13:] += 0.6
+    cams[2, 11:, :13] += 0.5
+    keys = np.array([0, 9, 19])
+    labels = random_walk_labels(cams, keys, affinities, offsets, 4, None, 8, 2, background_threshold=0.3)
+    expected = irn_reference_labels(cams, keys, affinities, offsets, 4, 0.3, 8, 2)
+    np.testing.assert_array_equal(labels, expected)
+    assert len(np.unique(labels)) == 4  # background and the three classes all occur: the comparison has teeth
+
+
+def test_threshold_background_fills_regions_and_ignores_cam_scale():
+    """The toy's weak evidence (0.1) is below IRN's 0.25 on its own; walked within each region it averages to
+    0.24 (left) and 0.26 (right), which divided by the maximum fill their regions. Dividing by the maximum
+    makes the labels blind to the CAMs' overall scale, which PSA's (1 - max)^alpha background is not."""
+    cams, keys, affinities, offsets, boundary = region_toy()
+    assert (cams_to_labels_at(cams, keys, 0.25)[:, :boundary] == 7).mean() < 0.2
+    labels = random_walk_labels(cams, keys, affinities, offsets, 4, None, 8, 8, background_threshold=0.25)
+    margin = 4
+    assert (labels[:, :boundary - margin] == 7).all() and (labels[:, boundary + margin:] == 15).all()
+    np.testing.assert_array_equal(
+        random_walk_labels(cams * 0.5, keys, affinities, offsets, 4, None, 8, 8, background_threshold=0.25), labels)
+    assert not np.array_equal(random_walk_labels(cams * 0.5, keys, affinities, offsets, 4, 16, 8, 8),
+                              random_walk_labels(cams, keys, affinities, offsets, 4, 16, 8, 8))
+
+
+def cams_to_labels_at(cams, keys, threshold):
+    peak = cams.max(0)
+    return np.where(peak > threshold, (keys[cams.argmax(0)] + 1), 0)
+
+
+def test_threshold_background_without_evidence_is_background():
+    offsets = neighbour_offsets(5)
+    affinities = random_affinities(10, 12, offsets, seed=14)
+    labels = random_walk_labels(np.zeros((2, 38, 45), np.float32), np.array([1, 2]), affinities, offsets, 4, None,
+                                8, 8, background_threshold=0.25)
+    assert not labels.any()
+
+
 def test_random_walk_labels_no_classes_is_background():
     offsets = neighbour_offsets(5)
     affinities = random_affinities(10, 12, offsets, seed=6)
@@ -173,6 +230,12 @@ def test_invalid_inputs_raise():
         random_walk(torch.zeros(2, 10, 11), affinities, offsets, 8, 1)
     with pytest.raises(ValueError, match="alpha must be > 0"):
         random_walk_labels(cams, keys, affinities, offsets, 4, 0, 8, 8)
+    with pytest.raises(ValueError, match="not both or neither; got alpha=16, background_threshold=0.25"):
+        random_walk_labels(cams, keys, affinities, offsets, 4, 16, 8, 8, background_threshold=0.25)
+    with pytest.raises(ValueError, match="not both or neither; got alpha=None, background_threshold=None"):
+        random_walk_labels(cams, keys, affinities, offsets, 4, None, 8, 8)
+    with pytest.raises(ValueError, match=r"background_threshold must be in \(0, 1\), got 1.0"):
+        random_walk_labels(cams, keys, affinities, offsets, 4, None, 8, 8, background_threshold=1.0)
     with pytest.raises(ValueError, match="1 keys for 2 CAMs"):
         random_walk_labels(np.zeros((2, 38, 45)), keys, affinities, offsets, 4, 16, 8, 8)
 

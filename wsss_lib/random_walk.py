@@ -198,42 +198,62 @@ def dense_random_walk(scores: torch.Tensor, affinities: torch.Tensor, offsets: O
     return (vectors @ transition).reshape(channels, height, width)
 
 
-def pooled_scores(cams: np.ndarray, map_size: tuple[int, int], stride: int, alpha: float,
+def pooled_scores(cams: np.ndarray, map_size: tuple[int, int], stride: int, alpha: float | None,
                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """PSA's walk input: (k, H, W) CAMs -> (k + 1, h, w) with the background score
-    ``(1 - max_c cams)^alpha`` in front, zero-padded bottom/right to (h * stride, w * stride) and
-    average-pooled by stride."""
+    """The walk's input: (k, H, W) CAMs zero-padded bottom/right to (h * stride, w * stride) and
+    average-pooled by stride. With ``alpha`` (PSA), the background score ``(1 - max_c cams)^alpha`` goes
+    in front: (k + 1, h, w); with ``alpha=None`` (IRN) the class maps alone: (k, h, w)."""
     height, width = cams.shape[-2:]
     cam = torch.as_tensor(np.asarray(cams), device=device, dtype=dtype)
-    # The clamp keeps a CAM slightly above 1 from giving a negative base (NaN for non-integer alpha).
-    background = (1 - cam.amax(0)).clamp(min=0) ** alpha
-    stacked = torch.cat([background[None], cam])
+    if alpha is not None:
+        # The clamp keeps a CAM slightly above 1 from giving a negative base (NaN for non-integer alpha).
+        background = (1 - cam.amax(0)).clamp(min=0) ** alpha
+        cam = torch.cat([background[None], cam])
     pad = (0, map_size[1] * stride - width, 0, map_size[0] * stride - height)
-    return F.avg_pool2d(F.pad(stacked, pad), stride, stride)
+    return F.avg_pool2d(F.pad(cam, pad), stride, stride)
 
 
-def labels_from_scores(scores: torch.Tensor, image_size: tuple[int, int], stride: int,
-                       keys: np.ndarray) -> np.ndarray:
-    """(k + 1, h, w) walked scores -> (H, W) uint8 labels: bilinear upsampling to (h * stride,
-    w * stride) (align_corners=False), crop to (H, W), argmax, channel 0 -> 0 and channel c -> keys[c-1] + 1."""
+def labels_from_scores(scores: torch.Tensor, image_size: tuple[int, int], stride: int, keys: np.ndarray,
+                       background_threshold: float | None = None) -> np.ndarray:
+    """Walked scores -> (H, W) uint8 labels: bilinear upsampling to (h * stride, w * stride)
+    (align_corners=False), crop to (H, W), argmax; channel 0 -> 0 and channel c -> keys[c-1] + 1.
+
+    Without ``background_threshold`` the scores are PSA's (k + 1, h, w), background first. With it they
+    are IRN's (k, h, w) class maps: after the crop they are divided by their maximum over classes and
+    pixels, and the constant ``background_threshold`` is put in front as the background score (IRN,
+    ``step/make_sem_seg_labels.py``).
+    """
     _, height, width = scores.shape
     upsampled = F.interpolate(scores[None], size=(height * stride, width * stride), mode="bilinear",
                               align_corners=False)[0, :, :image_size[0], :image_size[1]]
+    if background_threshold is not None:
+        # An all-zero map (no evidence left after the walk) stays zero and becomes background.
+        upsampled = upsampled / upsampled.max().clamp(min=torch.finfo(upsampled.dtype).tiny)
+        upsampled = torch.cat([upsampled.new_full((1, *upsampled.shape[1:]), background_threshold), upsampled])
     lookup = np.concatenate([[0], np.asarray(keys, dtype=np.int64) + 1]).astype(np.uint8)
     return lookup[upsampled.argmax(0).cpu().numpy()]
 
 
 def random_walk_labels(cams: np.ndarray, keys: np.ndarray, affinities: torch.Tensor, offsets: Offsets,
-                       stride: int, alpha: float, beta: float, exp_times: int,
-                       cpu_threads: int | None = 1) -> np.ndarray:
-    """Pseudo-label map (H, W) uint8 for one image, following PSA's infer_aff.py.
+                       stride: int, alpha: float | None, beta: float, exp_times: int,
+                       cpu_threads: int | None = 1, background_threshold: float | None = None) -> np.ndarray:
+    """Pseudo-label map (H, W) uint8 for one image: the CAMs walked over the affinities, then arg-maxed
+    against a background score, which is one of
 
-    cams: (k, H, W) full-resolution CAMs in [0, 1] of the k present classes (0-based ids ``keys``).
-    The background score ``(1 - max_c cams)^alpha`` goes in front, the (k + 1) maps are zero-padded to
-    (h * stride, w * stride), where (h, w) = affinities.shape[-2:] must be (ceil(H/stride),
-    ceil(W/stride)), average-pooled by stride, walked (:func:`random_walk`), upsampled bilinearly,
-    cropped to (H, W) and arg-maxed; channel 0 -> 0, channel c -> keys[c-1] + 1. k == 0 -> all zeros.
-    Runs on affinities' device and dtype; returns numpy. ``cpu_threads``: see :func:`propagate`.
+    * PSA's (``alpha``; Ahn & Kwak CVPR 2018, ``infer_aff.py``): ``(1 - max_c cams)^alpha`` goes in front
+      of the class maps and is walked with them;
+    * IRN's (``background_threshold``, ``alpha=None``; Ahn, Cho & Kwak CVPR 2019,
+      ``step/make_sem_seg_labels.py``): the class maps alone are walked, divided by their maximum, and
+      compared with the constant threshold. A constant is what the walk leaves unchanged (its transition
+      is row-stochastic), so mixing across weak object borders cannot tip the balance towards the
+      background or the classes, as it can with a power of the CAMs walked alongside them.
+
+    cams: (k, H, W) full-resolution CAMs in [0, 1] of the k present classes (0-based ids ``keys``). The
+    maps are zero-padded to (h * stride, w * stride), where (h, w) = affinities.shape[-2:] must be
+    (ceil(H/stride), ceil(W/stride)), average-pooled by stride, walked (:func:`random_walk`), upsampled
+    bilinearly, cropped to (H, W) and arg-maxed (:func:`labels_from_scores`); channel 0 -> 0, channel c ->
+    keys[c-1] + 1. k == 0 -> all zeros. Runs on affinities' device and dtype; returns numpy.
+    ``cpu_threads``: see :func:`propagate`.
     """
     cams = np.asarray(cams)
     keys = np.asarray(keys).reshape(-1)
@@ -245,8 +265,13 @@ def random_walk_labels(cams: np.ndarray, keys: np.ndarray, affinities: torch.Ten
         raise ValueError(f"keys must be 0-based class ids in [0, 253] (labels key + 1 fit uint8), got {keys}")
     if isinstance(stride, bool) or int(stride) != stride or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride}")
-    if not alpha > 0:
+    if (alpha is None) == (background_threshold is None):
+        raise ValueError("give the background as alpha (PSA's power) or background_threshold (IRN's), not "
+                         f"both or neither; got alpha={alpha}, background_threshold={background_threshold}")
+    if alpha is not None and not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
+    if background_threshold is not None and not 0 < background_threshold < 1:
+        raise ValueError(f"background_threshold must be in (0, 1), got {background_threshold}")
     _check_affinities(affinities, offsets, beta)
     _check_exp_times(exp_times)
     height, width = cams.shape[-2:]
@@ -258,4 +283,4 @@ def random_walk_labels(cams: np.ndarray, keys: np.ndarray, affinities: torch.Ten
         return np.zeros((height, width), dtype=np.uint8)
     scores = pooled_scores(cams, map_size, int(stride), alpha, affinities.device, affinities.dtype)
     walked = random_walk(scores, affinities, offsets, beta, exp_times, cpu_threads)
-    return labels_from_scores(walked, (height, width), int(stride), keys)
+    return labels_from_scores(walked, (height, width), int(stride), keys, background_threshold)

@@ -144,10 +144,13 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
 @torch.no_grad()
 def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence[str], out_dir: str,
                 hp: Mapping[str, Any], *, device: str = "auto", threads: int = 1) -> None:
-    """Pseudo-label PNGs ``out_dir/{id}.png``: each image's CAMs (with a (1 - max)^alpha background)
-    propagated by the random walk over AffinityNet's affinities, then argmax (PSA Sec. 3.5)."""
+    """Pseudo-label PNGs ``out_dir/{id}.png``: each image's CAMs propagated by the random walk over
+    AffinityNet's affinities, then arg-maxed against the configured background (PSA Sec. 3.5: a
+    (1 - max)^alpha score walked with the CAMs; IRN: a constant threshold after the walk)."""
     torch.set_num_threads(max(1, threads))
     opts = hp["refine"]["random_walk"]
+    alpha = opts["alpha"] if opts["background"] == "power" else None
+    threshold = opts["threshold"] if opts["background"] == "threshold" else None
     model, meta = load_affinity_net(affinity_model)
     dev = resolve_device(device)
     model.to(dev).eval()
@@ -166,6 +169,6 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
             if cam.shape[-2:] != tuple(image.shape[-2:]):
                 raise ValueError(f"CAMs of {image_id} in {cams_store} are {cam.shape[-2:]}, "
                                  f"its image is {tuple(image.shape[-2:])}")
-            labels = random_walk_labels(cam, entry["keys"], affinities, offsets, meta["stride"], opts["alpha"],
-                                        opts["beta"], opts["exp_times"])
+            labels = random_walk_labels(cam, entry["keys"], affinities, offsets, meta["stride"], alpha,
+                                        opts["beta"], opts["exp_times"], background_threshold=threshold)
             write_label_png(Path(tmp) / f"{image_id}.png", labels)
