@@ -455,11 +455,27 @@ def test_loader_workers_feed_a_gpu_and_leave_a_small_cpu_job_to_the_network():
 
 
 def test_training_leaves_cudnn_autotuning_as_it_found_it(tiny_sets, tmp_path, monkeypatch):
-    """The loop switches autotuning per phase (fixed crops on, full-size validation off); the setting is
-    process-wide, so what runs next in the process (make_cams on images of many sizes) must get it back."""
+    """The loop turns autotuning on for its fixed crops; the setting is process-wide, so what runs next in
+    the process must get it back."""
     train_set, val_set = tiny_sets
     for before in (True, False):
         monkeypatch.setattr(torch.backends.cudnn, "benchmark", before)
         train_classifier(fresh_model(), train_set, None, TrainSettings(**{**vars(SETTINGS), "epochs": 1}), BASELINE,
                          CPU, tmp_path / f"{before}.csv")
         assert torch.backends.cudnn.benchmark is before
+
+
+def test_varied_input_sizes_turns_cudnn_off_on_cuda_only_and_restores_it(monkeypatch):
+    """Full-size inference runs without cuDNN on CUDA (a plan search for every new image size); the flag is
+    process-wide, so it comes back as it was, also when the body raises. A CPU device leaves it alone."""
+    for before in (True, False):
+        monkeypatch.setattr(torch.backends.cudnn, "enabled", before)
+        with training.varied_input_sizes(torch.device("cuda")):
+            assert torch.backends.cudnn.enabled is False
+        assert torch.backends.cudnn.enabled is before
+        with pytest.raises(RuntimeError, match="inside"):
+            with training.varied_input_sizes(torch.device("cuda")):
+                raise RuntimeError("inside")
+        assert torch.backends.cudnn.enabled is before
+        with training.varied_input_sizes(torch.device("cpu")):
+            assert torch.backends.cudnn.enabled is before

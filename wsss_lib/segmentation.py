@@ -20,7 +20,7 @@ from torch import nn
 
 from wsss_lib.crf import CRFParams, dense_crf, pool_imap, read_rgb
 from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png
-from wsss_lib.training import autocast
+from wsss_lib.training import autocast, varied_input_sizes
 
 # DeepLab-v2's dense-CRF settings for PASCAL VOC with ResNet-101, from the official DeepLab-v2
 # ResNet page (liangchiehchen.com/projects/DeepLabv2_resnet.html): "bi_w = 4, bi_xy_std = 67,
@@ -142,7 +142,7 @@ def predict_probabilities(model: nn.Module, image: torch.Tensor, scales: Sequenc
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         scaled = views if size == (height, width) else F.interpolate(views, size=size, mode="bilinear",
                                                                       align_corners=False)
-        with autocast(image.device):
+        with autocast(image.device), varied_input_sizes(image.device):
             logits = model(scaled)
         if flip:
             logits = torch.cat([logits[:1], logits[1:].flip(-1)])

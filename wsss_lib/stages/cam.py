@@ -18,7 +18,7 @@ from wsss_lib.store import open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.progress import Progress
 from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, place_model, resolve_device,
-                               to_device, train_classifier)
+                               to_device, train_classifier, varied_input_sizes)
 
 
 def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTransform:
@@ -73,7 +73,8 @@ def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, 
     attrs = {"method": method, "model": str(model_path), "model_config_hash": meta["config_hash"],
              "config_hash": config_hash(dict(opts)), "scales": list(opts["scales"]), "flip": opts["flip"],
              "strided_stride": opts["strided_stride"], "class_names": list(meta["class_names"])}
-    with open_store_writer(store_out, attrs) as store, torch.no_grad(), Progress("make_cams", len(table)) as progress:
+    with open_store_writer(store_out, attrs) as store, torch.no_grad(), varied_input_sizes(dev), \
+            Progress("make_cams", len(table)) as progress:
         for ids, images, labels in loader:
             with autocast(dev):
                 strided, high_res = multiscale_cams(model, to_device(images, dev, channels_last), opts["scales"],

@@ -25,7 +25,7 @@ from wsss_lib.progress import track
 from wsss_lib.random_walk import random_walk_labels
 from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
 from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, resolve_device,
-                               train_classifier)
+                               train_classifier, varied_input_sizes)
 
 
 def _split_with_cams(split_csvs: str | Sequence[str], store: StoreReader):
@@ -155,7 +155,7 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
     dev = resolve_device(device)
     model.to(dev).eval()
     offsets = neighbour_offsets(meta["radius"])
-    with StoreReader(cams_store) as cams, atomic_dir(out_dir) as tmp:
+    with StoreReader(cams_store) as cams, atomic_dir(out_dir) as tmp, varied_input_sizes(dev):
         table, _ = _split_with_cams(split_csvs, cams)
         images = decoded_images(table, meta["input_mean"], meta["input_std"], workers=loader_workers(1, threads, dev),
                                 pin_memory=dev.type == "cuda")

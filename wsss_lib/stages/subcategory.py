@@ -30,7 +30,8 @@ from wsss_lib.progress import Progress, summary_line
 from wsss_lib.report import write_csv
 from wsss_lib.stages.cam import train_transform
 from wsss_lib.store import StoreReader, open_store_writer
-from wsss_lib.training import ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier
+from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier,
+                               varied_input_sizes)
 
 
 def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, teacher: Mapping[str, Any], *,
@@ -87,7 +88,8 @@ def extract_features(model_path: str, split_csv: str, store_out: str, *, kind: s
     loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), collate_fn=collate_inference)
     attrs = {"method": method, "model": str(model_path), "kind": kind, "round": round_index,
              "model_config_hash": meta.get("config_hash", "")}
-    with open_store_writer(store_out, attrs) as store, Progress("extract_features", len(dataset)) as progress:
+    with open_store_writer(store_out, attrs) as store, varied_input_sizes(dev), \
+            Progress("extract_features", len(dataset)) as progress:
         for ids, images, _ in loader:
             with autocast(dev):
                 features = embed(images.to(dev)).float().cpu().numpy()
