@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from wsss_lib.affinity import neighbour_offsets, shifted_pairs, valid_pairs
+from wsss_lib.evaluation import cams_to_labels
 from wsss_lib.random_walk import (dense_random_walk, labels_from_scores, pooled_scores, propagate, random_walk,
                                   random_walk_labels, transition_matrix)
 
@@ -182,7 +183,7 @@ def test_threshold_background_fills_regions_and_ignores_cam_scale():
     0.24 (left) and 0.26 (right), which divided by the maximum fill their regions. Dividing by the maximum
     makes the labels blind to the CAMs' overall scale, which PSA's (1 - max)^alpha background is not."""
     cams, keys, affinities, offsets, boundary = region_toy()
-    assert (cams_to_labels_at(cams, keys, 0.25)[:, :boundary] == 7).mean() < 0.2
+    assert (cams_to_labels(cams, keys, 0.25)[:, :boundary] == 7).mean() < 0.2
     labels = random_walk_labels(cams, keys, affinities, offsets, 4, None, 8, 8, background_threshold=0.25)
     margin = 4
     assert (labels[:, :boundary - margin] == 7).all() and (labels[:, boundary + margin:] == 15).all()
@@ -190,11 +191,6 @@ def test_threshold_background_fills_regions_and_ignores_cam_scale():
         random_walk_labels(cams * 0.5, keys, affinities, offsets, 4, None, 8, 8, background_threshold=0.25), labels)
     assert not np.array_equal(random_walk_labels(cams * 0.5, keys, affinities, offsets, 4, 16, 8, 8),
                               random_walk_labels(cams, keys, affinities, offsets, 4, 16, 8, 8))
-
-
-def cams_to_labels_at(cams, keys, threshold):
-    peak = cams.max(0)
-    return np.where(peak > threshold, (keys[cams.argmax(0)] + 1), 0)
 
 
 def test_threshold_background_without_evidence_is_background():
