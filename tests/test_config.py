@@ -95,7 +95,7 @@ MVA_WSSS = {"train_cam.epochs": 15, "train_cam.batch_size": 8, "train_cam.crop":
             "train_cam.resize_long": [256, 512], "train_cam.lr": 0.1, "train_cam.weight_decay": 5e-4,
             "train_cam.momentum": 0.0, "train_cam.new_layer_lr_mult": 1, "train_cam.poly_steps": 100000,
             "train_cam.grad_clip_norm": 1.0, "train_cam.select": "best_val_accuracy",
-            "train_cam.early_stop_patience": 10}
+            "train_cam.early_stop_patience": 10, "train_cam.warmup_steps": 0}
 
 # The refinement every method's source runs: PSA's infer_aff.py (--alpha 16 --beta 8 --logt 8), its background a
 # power of the CAMs (the seed refines with PSA's code; SC-CAM too). IRN's threshold background is a dataset's choice.
@@ -134,7 +134,7 @@ PROTOCOLS = {
     "sc_cam": {"train_cam.epochs": 61, "train_cam.batch_size": 16, "train_cam.crop": 224,
                "train_cam.resize_long": [256, 512], "train_cam.lr": 0.01, "train_cam.weight_decay": 5e-4,
                "train_cam.momentum": 0.0, "train_cam.new_layer_lr_mult": 10, "train_cam.poly_steps": None,
-               "train_cam.grad_clip_norm": None, "train_cam.select": "lowest_train_loss",
+               "train_cam.grad_clip_norm": None, "train_cam.select": "lowest_train_loss", "train_cam.warmup_steps": 0,
                "subcategory.rounds": 3, "subcategory.features": "cam", "subcategory.weight": 5.0,
                "subcategory.round_init": "pretrained", "subcategory.clustering.method": "kmeans",
                "subcategory.clustering.n_clusters": 10, "train_cam.mixing": "none"},

@@ -70,9 +70,10 @@ def mixup_with_dropout(model, images, labels, generator):
 
 SETTINGS = TrainSettings(epochs=3, batch_size=4, lr=0.05, weight_decay=1e-4, momentum=0.9, poly_power=0.9,
                          new_layer_lr_mult=10, seed=0)
-# 16 images, batch 4: 4 steps per epoch; 10 steps end 2 batches into the third epoch (DeepLab-style)
+# 16 images, batch 4: 4 steps per epoch; 10 steps end 2 batches into the third epoch (DeepLab-style). The warm-up
+# outlasts the first interruption (step 4), so a resumed run must carry on the same ramp.
 MAX_STEPS = TrainSettings(epochs=3, batch_size=4, lr=0.05, weight_decay=1e-4, momentum=0.9,
-                          poly_power=0.9, new_layer_lr_mult=10, seed=0, max_steps=10)
+                          poly_power=0.9, new_layer_lr_mult=10, seed=0, max_steps=10, warmup_steps=5)
 
 
 def fresh_model():
@@ -122,6 +123,18 @@ def test_poly_schedule_values():
         optimizer.step()
         scheduler.step()
     np.testing.assert_allclose(lrs, [0.1 * (1 - s / 10) ** 0.9 for s in range(10)])
+
+
+def test_warmup_ramps_the_poly_lr_linearly_over_its_first_updates():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = poly_schedule(optimizer, max_steps=10, power=0.9, warmup_steps=4)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    ramp = [0.25, 0.5, 0.75] + [1.0] * 7  # Goyal et al. 2017: 1/4, 2/4, 3/4 of the lr, full from update 3 on
+    np.testing.assert_allclose(lrs, [0.1 * r * (1 - s / 10) ** 0.9 for s, r in enumerate(ramp)])
 
 
 def test_mean_average_precision_known_answers():
@@ -326,15 +339,21 @@ def test_settings_reject_an_unknown_selection_and_patience_without_one():
         TrainSettings(**{**vars(SETTINGS), "select": "best"})
     with pytest.raises(ValueError, match="patience"):
         TrainSettings(**{**vars(SETTINGS), "early_stop_patience": 3})
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="warmup_steps"):
+            TrainSettings(**{**vars(SETTINGS), "warmup_steps": bad})
 
 
 def flat_parameters(model):
     return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
 
 
-def test_poly_horizon_and_gradient_clipping_give_each_update_its_expected_length(tiny_sets, tmp_path):
-    """mva-wsss: poly decay over 100k steps (an ~constant lr) and Lightning's gradient-norm clipping. Without
-    momentum or decay an update is -lr_k * g * min(1, c / |g|): its length is lr_k * c when |g| > c."""
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_poly_horizon_warmup_and_gradient_clipping_give_each_update_its_expected_length(tiny_sets, tmp_path,
+                                                                                        warmup):
+    """mva-wsss: poly decay over 100k steps (an ~constant lr) and Lightning's gradient-norm clipping; and a linear
+    warm-up. Without momentum or decay an update is -lr_k * g * min(1, c / |g|): its length is lr_k * c when
+    |g| > c, with lr_k = lr * min(1, (k + 1) / warmup) * (1 - k / horizon)."""
     train_set, _ = tiny_sets  # 16 images, batch 4: 4 updates
     before_each_call = []
 
@@ -344,12 +363,14 @@ def test_poly_horizon_and_gradient_clipping_give_each_update_its_expected_length
 
     clip, lr, horizon = 1e-3, 0.05, 100
     settings = TrainSettings(epochs=1, batch_size=4, lr=lr, weight_decay=0.0, momentum=0.0, poly_power=1.0,
-                             new_layer_lr_mult=1, seed=0, poly_steps=horizon, grad_clip_norm=clip)
+                             new_layer_lr_mult=1, seed=0, poly_steps=horizon, grad_clip_norm=clip,
+                             warmup_steps=warmup)
     model = fresh_model()
     rows = train_classifier(model, train_set, None, settings, recording_loss, CPU, tmp_path / "log.csv")
     after = [*before_each_call[1:], flat_parameters(model)]
     lengths = [float(torch.linalg.vector_norm(b - a)) for a, b in zip(before_each_call, after)]
-    np.testing.assert_allclose(lengths, [lr * (1 - k / horizon) * clip for k in range(4)], rtol=1e-3)
+    ramp = [min(1.0, (k + 1) / warmup) if warmup else 1.0 for k in range(4)]
+    np.testing.assert_allclose(lengths, [lr * r * (1 - k / horizon) * clip for k, r in enumerate(ramp)], rtol=1e-3)
     assert rows[0]["lr"] == pytest.approx(lr * (1 - 4 / horizon))  # not 0: the decay spans 100 steps, not 4
 
 

@@ -58,6 +58,7 @@ class TrainSettings:
     seed: int = 0
     max_steps: int | None = None  # stop after this many updates (DeepLab counts iterations, not epochs)
     poly_steps: int | None = None  # horizon of the poly decay; None: the run's own length (lr reaches 0 at its end)
+    warmup_steps: int = 0  # the lr ramps up linearly over the first updates (0: none, as every source trains)
     grad_clip_norm: float | None = None  # clip the global gradient norm to this (None: no clipping)
     select: str = "last"  # which epoch's weights the run returns: see SELECTIONS
     early_stop_patience: int | None = None  # stop after this many epochs without a better `select` score
@@ -66,6 +67,8 @@ class TrainSettings:
     def __post_init__(self):
         if isinstance(self.val_every, bool) or int(self.val_every) != self.val_every or self.val_every < 1:
             raise ValueError(f"val_every must be an integer >= 1, got {self.val_every!r}")
+        if isinstance(self.warmup_steps, bool) or int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if self.select not in SELECTIONS:
             raise ValueError(f"select {self.select!r}: choose one of {', '.join(SELECTIONS)}")
         if self.early_stop_patience is not None and (self.select == "last" or self.early_stop_patience < 1):
@@ -231,9 +234,19 @@ def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SG
                            weight_decay=settings.weight_decay)
 
 
-def poly_schedule(optimizer: torch.optim.Optimizer, max_steps: int, power: float):
-    """lr = base_lr * (1 - step / max_steps) ** power (DeepLab's 'poly' policy); 0 from ``max_steps`` on."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max_steps) ** power)
+def poly_schedule(optimizer: torch.optim.Optimizer, max_steps: int, power: float, warmup_steps: int = 0):
+    """lr = base_lr * (1 - step / max_steps) ** power (DeepLab's 'poly' policy); 0 from ``max_steps`` on.
+
+    With ``warmup_steps`` the poly lr is also scaled by ``(step + 1) / warmup_steps`` over the first updates, so
+    update ``warmup_steps - 1`` is the first at the full poly lr: the linear "gradual warmup" of Goyal et al.
+    ("Accurate, Large Minibatch SGD", 2017, Sec. 2.2). None of the WSSS sources warms up; a net trained from random
+    weights can need it (see the synthetic demo's ``train_cam.warmup_steps`` in config/config.yaml).
+    """
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+        return ramp * max(0.0, 1 - step / max_steps) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -372,7 +385,7 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     optimizer = build_optimizer(model, settings)
     total_steps = settings.total_steps(steps_per_epoch)
     epochs = -(-total_steps // steps_per_epoch)
-    scheduler = poly_schedule(optimizer, settings.poly_steps or total_steps, settings.poly_power)
+    scheduler = poly_schedule(optimizer, settings.poly_steps or total_steps, settings.poly_power, settings.warmup_steps)
     watched = SELECTIONS[settings.select]
     if watched and watched[0].startswith("val_") and val_set is None:
         raise ValueError(f"select {settings.select!r} scores epochs on validation images, but none were given")
