@@ -114,25 +114,25 @@ def saved_steps(text):
     return [int(s) for s in re.findall(r"saved resume state at step (\d+)/", text)]
 
 
-def test_poly_schedule_values():
+def scheduled_lrs(steps, **schedule):
+    """The lr of each of ``steps`` updates of an lr-0.1 SGD under ``poly_schedule(**schedule)``."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = poly_schedule(optimizer, max_steps=10, power=0.9)
+    scheduler = poly_schedule(optimizer, **schedule)
     lrs = []
-    for _ in range(10):
+    for _ in range(steps):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
+    return lrs
+
+
+def test_poly_schedule_values():
+    lrs = scheduled_lrs(10, max_steps=10, power=0.9)
     np.testing.assert_allclose(lrs, [0.1 * (1 - s / 10) ** 0.9 for s in range(10)])
 
 
 def test_warmup_ramps_the_poly_lr_linearly_over_its_first_updates():
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = poly_schedule(optimizer, max_steps=10, power=0.9, warmup_steps=4)
-    lrs = []
-    for _ in range(10):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = scheduled_lrs(10, max_steps=10, power=0.9, warmup_steps=4)
     ramp = [0.25, 0.5, 0.75] + [1.0] * 7  # Goyal et al. 2017: 1/4, 2/4, 3/4 of the lr, full from update 3 on
     np.testing.assert_allclose(lrs, [0.1 * r * (1 - s / 10) ** 0.9 for s, r in enumerate(ramp)])
 

@@ -44,6 +44,12 @@ SELECTIONS: dict[str, tuple[str, bool] | None] = {
 }
 
 
+def _require_whole_number(name: str, value: Any, minimum: int) -> None:
+    """A count from the config: a whole number (3 or 3.0, not True or 2.5) of at least ``minimum``."""
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int
@@ -65,10 +71,8 @@ class TrainSettings:
     val_every: int = 1  # validate after every n-th epoch and after the last (validation is not free on a CPU)
 
     def __post_init__(self):
-        if isinstance(self.val_every, bool) or int(self.val_every) != self.val_every or self.val_every < 1:
-            raise ValueError(f"val_every must be an integer >= 1, got {self.val_every!r}")
-        if isinstance(self.warmup_steps, bool) or int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        _require_whole_number("val_every", self.val_every, minimum=1)
+        _require_whole_number("warmup_steps", self.warmup_steps, minimum=0)
         if self.select not in SELECTIONS:
             raise ValueError(f"select {self.select!r}: choose one of {', '.join(SELECTIONS)}")
         if self.early_stop_patience is not None and (self.select == "last" or self.early_stop_patience < 1):
