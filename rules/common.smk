@@ -20,9 +20,17 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 # benchmarks/train_throughput.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from wsss_lib.atomic import STARTED_BY_ENV
 from wsss_lib.classes import dataset_class_names
 from wsss_lib.config import method_config
+from wsss_lib.jobs import release_stale_snakemake_locks
 from wsss_lib.provenance import code_digest
+
+# After a hard stop (SIGKILL, the OOM killer) the same command runs again as it is: the jobs this process starts stop
+# when it is gone (wsss_lib/jobs.py), and the locks a killed snakemake left are removed once no snakemake runs here.
+os.environ[STARTED_BY_ENV] = str(os.getpid())
+if workflow.is_main_process:
+    release_stale_snakemake_locks()
 
 validate(config, "../config/schema.yaml")
 

@@ -1,6 +1,6 @@
-import sys
+from wsss_lib.jobs import start_job
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+start_job(snakemake.log[0], snakemake.output)
 
 from wsss_lib.stages.refine import random_walk
 
