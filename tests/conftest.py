@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,20 @@ class RunsCodeWhenUnpickled:
 
     def __reduce__(self):
         return os.mkdir, (self.marker,)
+
+
+def png_claiming(path: Path, width: int, height: int) -> None:
+    """A complete, valid 1-bit greyscale PNG of width x height, all black: a few kB on disk whatever it claims."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    block = row * 1000
+    data = b"".join(compressor.compress(block) for _ in range(height // 1000))
+    data += compressor.compress(row * (height % 1000)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

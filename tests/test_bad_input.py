@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import RunsCodeWhenUnpickled, run_snakemake
+from conftest import RunsCodeWhenUnpickled, png_claiming, run_snakemake
 from wsss_lib.data.label_png import write_label_png
 
 # The smallest setup that reaches the CAM jobs: 8 images of 32 px, one epoch, one CAM scale.
@@ -115,6 +115,65 @@ def test_image_listed_twice_in_a_split(tmp_path):
     text = failure_text(tmp_path, result, "prepare_splits/train.log")
     assert str(voc / "ImageSets/Segmentation/train.txt") in text and f"more than once: ['{VOC_IDS[0]}']" in text, text
     assert_no_partial_output(tmp_path / "results/splits/train.csv")
+
+
+def files_outside(root: Path, *inside: Path) -> set[Path]:
+    """The files under ``root`` but not under any of ``inside``, the workflow's overlay config aside."""
+    return {p for p in root.rglob("*")
+            if p.is_file() and p.name != "overlay.yaml" and not any(p.is_relative_to(d) for d in inside)}
+
+
+@pytest.mark.parametrize("bad_id", ["../../escape_probe", "sub/2007_000001"])
+def test_image_id_that_is_a_path(tmp_path, bad_id):
+    # the files the id points at exist, image and mask, so only the id check stops the old reading of them
+    voc = voc_tree(tmp_path / "voc", split_lines=[*VOC_IDS, bad_id])
+    for folder, suffix in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
+        (voc / folder / f"{bad_id}{suffix}").parent.mkdir(exist_ok=True)
+        shutil.copy(voc / folder / f"{VOC_IDS[0]}{suffix}", voc / folder / f"{bad_id}{suffix}")
+    assert (tmp_path / "voc" / "escape_probe.jpg").is_file() or bad_id.startswith("sub/")
+    before = files_outside(tmp_path)
+    result = run_split(tmp_path, voc)
+    assert result.returncode != 0
+    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    assert f"split list {voc / 'ImageSets/Segmentation/train.txt'}, line 4: invalid image id {bad_id!r}: it holds a " \
+           f"path separator" in text, text
+    assert_no_partial_output(tmp_path / "results/splits/train.csv")
+    assert files_outside(tmp_path, tmp_path / "results", tmp_path / ".snakemake") == before
+
+
+def test_png_claiming_20000_by_20000_pixels_named_jpg(tmp_path):
+    voc = voc_tree(tmp_path / "voc")
+    image = voc / "JPEGImages" / f"{VOC_IDS[1]}.jpg"
+    png_claiming(image, 20000, 20000)
+    result = run_split(tmp_path, voc)
+    assert result.returncode != 0
+    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    assert f"image {image} claims 20000x20000 (WxH) = 400,000,000 pixels, over the decompression-bomb limit of " \
+           f"{Image.MAX_IMAGE_PIXELS:,} pixels" in text, text
+    assert_no_partial_output(tmp_path / "results/splits/train.csv")
+
+
+def test_photo_turned_by_its_exif_orientation_with_a_mask_of_the_displayed_photo(tmp_path):
+    # stored 8 high and 10 wide, displayed (Orientation 6: a quarter turn clockwise) 10 high and 8 wide
+    voc = voc_tree(tmp_path / "voc")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = np.full((8, 10, 3), 30, np.uint8)
+    stored[:4, :5] = 230
+    Image.fromarray(stored).save(voc / "JPEGImages" / f"{VOC_IDS[1]}.jpg", format="JPEG", exif=exif)
+    write_label_png(voc / "SegmentationClass" / f"{VOC_IDS[1]}.png", np.rot90(stored[..., 0] > 128, k=-1) * 2)
+    assert run_split(tmp_path, voc).returncode == 0
+    table = pd.read_csv(tmp_path / "results/splits/train.csv", dtype={"id": str})
+    assert table["id"].tolist() == VOC_IDS and table["bicycle"].tolist() == [0, 1, 0]
+    write_label_png(voc / "SegmentationClass" / f"{VOC_IDS[1]}.png", (stored[..., 0] > 128) * 2)  # as stored
+    workdir = tmp_path / "second"  # the split table above is up to date in the first: Snakemake would not rerun
+    workdir.mkdir()
+    result = run_split(workdir, voc)
+    assert result.returncode != 0
+    text = failure_text(workdir, result, "prepare_splits/train.log")
+    assert f"is 8x10 (HxW) but its image {voc / 'JPEGImages' / VOC_IDS[1]}.jpg is 10x8 as displayed (its EXIF " \
+           f"Orientation is 6; stored 8x10)" in text, text
+    assert_no_partial_output(workdir / "results/splits/train.csv")
 
 
 def test_split_csv_missing_a_class_column(cam_copy):

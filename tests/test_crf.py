@@ -229,7 +229,7 @@ def test_confident_labels_many_names_corrupt_image(tmp_path):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"not a png at all")
     task = CRFTask("bad", str(corrupt), np.zeros((0, 24, 32), np.float16), np.zeros(0, np.int16))
-    with pytest.raises(OSError, match=re.escape(str(corrupt))):
+    with pytest.raises(ValueError, match=re.escape(f"cannot read image {corrupt}")):
         list(confident_labels_many([task], LOW, HIGH, PSA, processes=1))
 
 

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
-from PIL import Image
+
+from wsss_lib.data.voc import read_image
 
 IGNORE = 255
 
@@ -212,22 +213,9 @@ def confident_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, low_
     return labels
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Image file as (H, W, 3) uint8 RGB; any failure raises an error naming ``path``."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"image file not found: {path}") from err
-    # PIL reports truncated or undecodable files as OSError, SyntaxError or ValueError, and not
-    # always with the file name.
-    except (OSError, SyntaxError, ValueError) as err:
-        raise OSError(f"cannot read image {path}: {err}") from err
-
-
 def _task_labels(task: CRFTask, low_alpha: float, high_alpha: float, params: CRFParams) -> tuple[str, np.ndarray]:
     """The worker: read the task's image and compute its confident labels."""
-    image = read_rgb(task.image_path)
+    image = read_image(task.image_path)
     cams = np.asarray(task.cams)
     if cams.ndim != 3 or cams.shape[1:] != image.shape[:2]:
         raise ValueError(f"image {task.image_id!r}: cams have shape {cams.shape}, "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.metrics import confusion_matrix, summarise
@@ -24,7 +25,7 @@ def score_label_dir(pred_dir: str | Path, split_csv: str) -> dict:
     for image_id, mask_path in track(zip(table["id"], table["mask"]), f"scoring {Path(pred_dir).name}", len(table)):
         if not mask_path:
             continue
-        pred_path = Path(pred_dir) / f"{image_id}.png"
+        pred_path = id_path(pred_dir, image_id, ".png", f"split table {split_csv}")
         if not pred_path.is_file():
             raise FileNotFoundError(f"no prediction for {image_id} of {split_csv}: {pred_path}")
         pred, gt = read_label_png(pred_path), read_label_png(mask_path)

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss_lib.crf import CRFParams, dense_crf, pool_imap, read_rgb
+from wsss_lib.crf import CRFParams, dense_crf, pool_imap
+from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png
+from wsss_lib.data.voc import read_image
 from wsss_lib.training import autocast, varied_input_sizes
 
 # DeepLab-v2's dense-CRF settings for PASCAL VOC with ResNet-101, from the official DeepLab-v2
@@ -108,7 +110,7 @@ class PseudoLabelReader:
         object.__setattr__(self, "directory", Path(directory))
 
     def __call__(self, image_id: str) -> np.ndarray:
-        path = self.directory / f"{image_id}.png"
+        path = id_path(self.directory, image_id, ".png", f"pseudo-labels {self.directory}")
         try:
             return read_label_png(path)
         except FileNotFoundError:
@@ -168,7 +170,7 @@ def crf_refine(image_uint8: np.ndarray, probabilities: np.ndarray | torch.Tensor
 def _crf_labels_of(item: tuple[str, str, np.ndarray], params: CRFParams) -> tuple[str, np.ndarray]:
     """The pool worker of :func:`crf_refine_many`: read the image, refine its probabilities."""
     image_id, image_path, probabilities = item
-    image = read_rgb(image_path)
+    image = read_image(image_path)
     if probabilities.ndim != 3 or probabilities.shape[1:] != image.shape[:2]:
         raise ValueError(f"image {image_id!r}: probabilities have shape {probabilities.shape}, "
                          f"image {image_path} is {image.shape}")

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from wsss_lib.data.transforms import letterbox, normalise
-from wsss_lib.data.voc import class_columns, read_image
+from wsss_lib.data.voc import class_columns, image_size, read_image
 
 
 DECODED_CACHE_BYTES = 1 << 30  # decoded training images kept in memory per process (AugmentedImageDataset)
@@ -130,14 +130,7 @@ def batches_by_size(image_paths: Sequence[str], max_batch: int) -> list[list[int
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     groups: dict[tuple[int, int], list[int]] = {}
     for index, path in enumerate(image_paths):
-        try:
-            with Image.open(path) as image:
-                size = image.size
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image not found: {path}") from None
-        except OSError as err:
-            raise ValueError(f"cannot read image {path}: {err}") from err
-        groups.setdefault(size, []).append(index)
+        groups.setdefault(image_size(path), []).append(index)
     return [group[i : i + max_batch] for group in groups.values() for i in range(0, len(group), max_batch)]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from wsss_lib.atomic import atomic_path
+from wsss_lib.data.image_files import UNREADABLE, open_image, upright
 
 IGNORE_INDEX = 255
 
@@ -35,14 +36,13 @@ def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a palette (or greyscale) label PNG as an (H, W) uint8 array of class indices."""
+    """Read a palette (or greyscale) label PNG as an (H, W) uint8 array of class indices, turned by its EXIF
+    orientation if it has one, as the photos are (wsss_lib.data.image_files.upright)."""
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise ValueError(f"label PNG {path} has mode {image.mode!r}; expected a palette or greyscale PNG")
-            return np.asarray(image, dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"label PNG not found: {path}") from None
-    except (OSError, SyntaxError) as err:
-        raise ValueError(f"cannot read label PNG {path}: {err}") from err
+    with open_image(path, "label PNG") as image:
+        if image.mode not in ("P", "L"):
+            raise ValueError(f"label PNG {path} has mode {image.mode!r}; expected a palette or greyscale PNG")
+        try:
+            return np.asarray(upright(image), dtype=np.uint8).copy()
+        except UNREADABLE as err:
+            raise ValueError(f"cannot read label PNG {path}: {err}") from err

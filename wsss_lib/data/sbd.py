@@ -16,6 +16,7 @@ import numpy as np
 import scipy.io
 
 from wsss_lib.atomic import atomic_dir
+from wsss_lib.data.ids import check_image_id, id_path
 from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png, write_label_png
 
 NUM_CLASSES = 21  # background + 20 VOC classes
@@ -90,9 +91,9 @@ def build_segmentation_class_aug(
     sbd_dir = Path(sbd_root) / "cls"
     sources: list[tuple[str, Path, bool]] = []  # (id, source file, is_voc_png)
     for image_id in dict.fromkeys(ids):  # de-duplicated, order kept
-        _check_id(image_id)
-        voc_png = voc_dir / f"{image_id}.png"
-        sbd_mat = sbd_dir / f"{image_id}.mat"
+        where = f"label of image {image_id!r}"
+        voc_png = id_path(voc_dir, image_id, ".png", where)
+        sbd_mat = id_path(sbd_dir, image_id, ".mat", where)
         # VOC's own annotations win: SBD's are coarser and lack VOC's 255 object boundaries.
         if voc_png.is_file():
             sources.append((image_id, voc_png, True))
@@ -104,13 +105,7 @@ def build_segmentation_class_aug(
     with atomic_dir(out_dir) as tmp:
         for image_id, source, is_voc_png in sources:
             labels = read_label_png(source) if is_voc_png else read_sbd_mat(source)
-            write_label_png(tmp / f"{image_id}.png", labels)
-
-
-def _check_id(image_id: str) -> None:
-    # Ids become file names; anything path-like would write outside out_dir.
-    if not image_id or image_id in (".", "..") or any(c in image_id for c in "/\\\0") or image_id != image_id.strip():
-        raise ValueError(f"invalid image id {image_id!r}")
+            write_label_png(id_path(tmp, image_id, ".png", f"label of image {image_id!r}"), labels)
 
 
 def train_aug_ids(
@@ -128,7 +123,8 @@ def train_aug_ids(
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
-    """Read an image-id list (one id per line, blank lines skipped)."""
+    """Read an image-id list (one id per line, blank lines skipped); an invalid id
+    (wsss_lib.data.ids.check_image_id) is an error naming the file and line."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -142,5 +138,5 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
         # Guards against passing a per-class list ("2008_000002  1") where an id list is expected.
         if len(image_id.split()) != 1:
             raise ValueError(f"{path}:{lineno}: expected one id per line, got {line!r}")
-        ids.append(image_id)
+        ids.append(check_image_id(image_id, f"id list {path}, line {lineno}"))
     return ids

@@ -53,6 +53,7 @@ from PIL import Image
 
 from wsss_lib.atomic import atomic_dir
 from wsss_lib.classes import SYNTHETIC_CLASSES, synthetic_class_names
+from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import write_label_png
 
 MAX_CLASSES = len(SYNTHETIC_CLASSES)
@@ -414,8 +415,8 @@ def generate_synthetic(root: Path, *, n_train: int, n_train_aug: int, n_val: int
         for image_id, split, index in jobs:
             image, labels, _ = render_image(image_rng(seed, split, index), image_size, n_classes,
                                             min_objects=min_objects, max_objects=max_objects)
-            Image.fromarray(image).save(jpeg_dir / f"{image_id}.jpg", format="JPEG",
-                                                    quality=JPEG_QUALITY, subsampling=0)
-            write_label_png(seg_dir / f"{image_id}.png", labels)
+            Image.fromarray(image).save(id_path(jpeg_dir, image_id, ".jpg", "synthetic ids"), format="JPEG",
+                                        quality=JPEG_QUALITY, subsampling=0)
+            write_label_png(id_path(seg_dir, image_id, ".png", "synthetic ids"), labels)
         for split, split_list in ids.items():
             (sets_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in split_list))

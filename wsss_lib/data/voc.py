@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-
 from wsss_lib.classes import VOC_CLASSES  # noqa: F401 (re-exported: the VOC reader's class order)
+from wsss_lib.data.ids import check_image_id, id_path
+from wsss_lib.data.image_files import UNREADABLE, displayed_size, open_image, orientation, upright
 from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png
 
 MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")
@@ -39,7 +39,8 @@ def read_split_ids(voc_root: Path, split: str) -> list[str]:
     path = Path(voc_root) / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"split list for {split!r} not found: {path}")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [check_image_id(line.strip(), f"split list {path}, line {number}")
+           for number, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
     if not ids:
         raise ValueError(f"split list {path} is empty")
     # a repeated id would weigh its image twice in training and in every mIoU, and collides in the stores
@@ -66,21 +67,19 @@ JPEG_END_WINDOW = 1024
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of an image from its header, without decoding it; an unreadable or truncated file is an
-    error naming it.
+    """(height, width) of an image as displayed (after its EXIF orientation, as :func:`read_image` returns it)
+    from its header, without decoding it; an unreadable, truncated or oversized file is an error naming it.
 
     Split tables are built from this, so a bad image fails the first, seconds-long job rather than a training
     job partway through an epoch; a full decode (~2 ms a VOC image) would triple that job's time.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            is_jpeg = image.format == "JPEG"
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    with open_image(path) as image:
+        try:
+            height, width = displayed_size(image)
+        except UNREADABLE as err:  # a malformed EXIF block
+            raise ValueError(f"cannot read image {path}: {err}") from err
+        is_jpeg = image.format == "JPEG"
     if is_jpeg:
         with open(path, "rb") as handle:
             handle.seek(max(0, path.stat().st_size - JPEG_END_WINDOW))
@@ -128,17 +127,19 @@ def build_split_table(voc_root: str | os.PathLike, split: str, class_names: Sequ
     mask_dirs = [voc_root / name for name in MASK_DIRS if (voc_root / name).is_dir()]
     rows = []
     for image_id in read_split_ids(voc_root, split):
-        image = voc_root / "JPEGImages" / f"{image_id}.jpg"
+        where = f"image {image_id} of split {split!r}"
+        image = id_path(voc_root / "JPEGImages", image_id, ".jpg", where)
         if not image.is_file():
             raise FileNotFoundError(f"image {image_id} listed in split {split!r} is missing: {image}")
-        mask = next((d / f"{image_id}.png" for d in mask_dirs if (d / f"{image_id}.png").is_file()), None)
-        xml = voc_root / "Annotations" / f"{image_id}.xml"
+        masks = [id_path(d, image_id, ".png", where) for d in mask_dirs]
+        mask = next((m for m in masks if m.is_file()), None)
+        xml = id_path(voc_root / "Annotations", image_id, ".xml", where)
         size = image_size(image)
         if mask is not None:
             mask_array = read_label_png(mask)
             if mask_array.shape != size:
                 raise ValueError(f"mask {mask} is {mask_array.shape[0]}x{mask_array.shape[1]} (HxW) but its image "
-                                 f"{image} is {size[0]}x{size[1]}")
+                                 f"{image} is {size[0]}x{size[1]}{_orientation_note(image)}")
             labels = labels_from_mask(mask_array, len(class_names), source=str(mask))
         elif xml.is_file():
             labels = labels_from_xml(xml, class_names)
@@ -152,6 +153,18 @@ def build_split_table(voc_root: str | os.PathLike, split: str, class_names: Sequ
     return pd.DataFrame(rows, columns=[*BASE_COLUMNS, *class_names])
 
 
+def _orientation_note(image_path: Path) -> str:
+    """For a size mismatch: the image's EXIF orientation, when it has one, since the sizes compared are as
+    displayed."""
+    with open_image(image_path) as image:
+        value = orientation(image)
+        stored = f"{image.height}x{image.width}"
+    if value == 1:
+        return ""
+    return (f" as displayed (its EXIF Orientation is {value}; stored {stored}): a mask must follow the image as "
+            f"a viewer shows it, turned by its EXIF orientation")
+
+
 def read_split_table(path: str | os.PathLike, class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a split CSV, checking its columns; ``class_names`` None means 'the columns after the base ones'."""
     path = Path(path)
@@ -163,6 +176,8 @@ def read_split_table(path: str | os.PathLike, class_names: Sequence[str] | None 
         missing += [c for c in class_names if c not in table.columns]
     if missing:
         raise ValueError(f"split table {path} lacks columns {missing}; it has {list(table.columns)}")
+    for number, image_id in enumerate(table["id"], start=2):  # line 1 is the header
+        check_image_id(image_id, f"split table {path}, line {number}")
     duplicated = repeated_values(table["id"].tolist())
     if duplicated:
         raise ValueError(f"split table {path} lists {len(duplicated)} image id(s) more than once: {duplicated[:10]}")
@@ -209,12 +224,13 @@ def require_same_classes(paths: Sequence[str | os.PathLike], tables: Sequence[pd
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An RGB image as (H, W, 3) uint8; a missing or corrupt file is an error naming it."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    """An RGB image as (H, W, 3) uint8, turned by its EXIF orientation as a viewer shows it
+    (wsss_lib.data.image_files.upright); a missing, corrupt or oversized file is an error naming it.
+
+    The one reader of photos: every dataset, the CRF and the figures decode through it.
+    """
+    with open_image(path) as image:
+        try:
+            return np.asarray(upright(image).convert("RGB"), dtype=np.uint8).copy()
+        except UNREADABLE as err:
+            raise ValueError(f"cannot read image {path}: {err}") from err

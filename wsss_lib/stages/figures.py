@@ -6,13 +6,13 @@ or the listed ``ids``), so the per-method grids and the cross-method grid can be
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.voc import class_columns, read_image, read_split_table
 from wsss_lib.figures import (Example, cam_comparison_grid, example_grid, per_class_iou_bars, stage_bars,
@@ -86,7 +86,7 @@ def plot_examples(split_csv: str, opts: Mapping[str, Any], cams_store: str, labe
                 probabilities = predict_probabilities(model, normalise(image, meta["input_mean"], meta["input_std"]),
                                                       tuple(infer["scales"]), infer["flip"])
                 prediction = probabilities.argmax(0).numpy().astype(np.uint8)
-            pseudo = Path(pseudo_dir) / f"{row.id}.png"
+            pseudo = id_path(pseudo_dir, row.id, ".png", f"split table {split_csv}")
             heat, keys = _cams(cams, row.id)
             examples.append(Example(
                 row.id, image, _truth(row), heat, keys,
@@ -107,9 +107,9 @@ def plot_subcategories(clusters_csv: str, split_csv: str, out: str, per_row: int
         shown.update(clusters.loc[clusters[column] == 1, "id"].head(per_row))
     thumbnails = {}
     for image_id in shown:
-        with Image.open(paths[image_id]) as image:
-            image.thumbnail((64, 64))
-            thumbnails[image_id] = np.asarray(image.convert("RGB"))
+        image = Image.fromarray(read_image(paths[image_id]))
+        image.thumbnail((64, 64))
+        thumbnails[image_id] = np.asarray(image)
     subcategory_grid(clusters, thumbnails, out, per_row, title)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ from wsss_lib.atomic import atomic_dir
 from wsss_lib.config import config_hash
 from wsss_lib.crf import IGNORE, CRFParams, CRFTask, confident_labels_many
 from wsss_lib.data.datasets import SegmentationTrainDataset, decoded_images
+from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import read_label_png, write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import read_split_table, read_split_tables
@@ -171,4 +171,4 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
                                  f"its image is {tuple(image.shape[-2:])}")
             labels = random_walk_labels(cam, entry["keys"], affinities, offsets, meta["stride"], alpha,
                                         opts["beta"], opts["exp_times"], background_threshold=threshold)
-            write_label_png(Path(tmp) / f"{image_id}.png", labels)
+            write_label_png(id_path(tmp, image_id, ".png", f"CAM store {cams_store}"), labels)

@@ -14,6 +14,7 @@ from wsss_lib.atomic import atomic_dir
 from wsss_lib.config import config_hash
 from wsss_lib.crf import CRFParams
 from wsss_lib.data.datasets import SegmentationTrainDataset, decoded_images
+from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table
@@ -52,7 +53,7 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     table = read_split_table(split_csv)
     class_names = class_columns(table)
     reader = PseudoLabelReader(pseudo_dir)
-    missing = [i for i in table["id"] if not (Path(pseudo_dir) / f"{i}.png").is_file()]
+    missing = [i for i in table["id"] if not id_path(pseudo_dir, i, ".png", f"split table {split_csv}").is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} images of {split_csv} have no pseudo-label in {pseudo_dir}, "
                                 f"e.g. {missing[:3]}")
@@ -115,7 +116,8 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
 
         def with_plain_written():
             for image_id, image_path, probs in _probabilities(model, meta, table, opts, dev, threads):
-                write_label_png(plain / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
+                write_label_png(id_path(plain, image_id, ".png", f"split table {split_csv}"),
+                                probs.argmax(0).astype(np.uint8))
                 yield image_id, image_path, probs
 
         if not opts["crf"]:
@@ -128,4 +130,4 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
         # the CRF pool pulls predictions as it goes, so the bar counts images through both
         refined = crf_refine_many(with_plain_written(), params, processes=threads)
         for image_id, labels in track(refined, "infer_deeplab (+ CRF)", len(table)):
-            write_label_png(crf_dir / f"{image_id}.png", labels)
+            write_label_png(id_path(crf_dir, image_id, ".png", f"split table {split_csv}"), labels)
