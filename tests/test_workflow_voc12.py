@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from conftest import REPO, run_snakemake
+from conftest import REPO, add_path_max_chain, run_snakemake
 from wsss_lib.data.download import file_digest
 from wsss_lib.data.label_png import write_label_png
 
@@ -30,7 +30,7 @@ def png_bytes(labels, tmp_path):
     return path.read_bytes()
 
 
-def make_archives(tmp_path, evil=False):
+def make_archives(tmp_path, evil=False, link_chain=False):
     voc_tar, sbd_tgz = tmp_path / "voc.tar", tmp_path / "sbd.tgz"
     with tarfile.open(voc_tar, "w") as tar:
         base = "VOCdevkit/VOC2012/"
@@ -46,6 +46,11 @@ def make_archives(tmp_path, evil=False):
         add_bytes(tar, f"{base}ImageSets/Segmentation/val.txt", "\n".join(VOC_VAL).encode())
         if evil:
             add_bytes(tar, "../../escaped.txt", b"gotcha")
+        if link_chain:
+            # extracted by prepare_voc12 into <workdir>/data/voc12/.prepare_voc12.<8>/.voc.<8>.tmp; 4 levels up
+            # from there is the workdir
+            extraction_dir = tmp_path / "data/voc12/.prepare_voc12.12345678/.voc.12345678.tmp"
+            add_path_max_chain(tar, len(str(extraction_dir)), "escape", b"gotcha", up=4)
     with tarfile.open(sbd_tgz, "w:gz") as tar:
         for image_id in SBD_ONLY + VOC_VAL:
             mask = np.zeros((8, 10), np.uint8)
@@ -98,6 +103,18 @@ def test_escaping_tar_member_fails_and_leaves_nothing(tmp_path):
     assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path.parent / "escaped.txt").exists()
     voc12_dir = tmp_path / "data/voc12"
     assert not voc12_dir.exists() or not any(voc12_dir.iterdir())  # no temporary left either
+
+
+def test_cve_2025_4517_link_chain_fails_naming_archive_and_member(tmp_path):
+    voc_tar, sbd_tgz = make_archives(tmp_path, link_chain=True)
+    result = run_snakemake(tmp_path, "--cores", "1", "results/splits/train.csv",
+                           overlay=voc12_overlay(voc_tar, sbd_tgz), check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "results/logs/prepare_voc12.log").read_text()
+    assert "unsafe member 'a' in archive " in log and "VOCtrainval_11-May-2012.tar: symbolic link to 'ddd" in log
+    assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path.parent / "escaped.txt").exists()
+    voc12_dir = tmp_path / "data/voc12"
+    assert not voc12_dir.exists() or not any(voc12_dir.iterdir())
 
 
 def test_baseline_cam_on_real_voc_sample(voc_sample, tmp_path):

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from wsss_lib.atomic import atomic_path
 from wsss_lib.data.datasets import collate_inference
+from wsss_lib.models.checkpoint import load_torch_file, save_torch_file
 
 
 # How a run picks the weights it returns: (row column watched, True if higher is better), None for the last epoch.
@@ -415,12 +416,12 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
         return values
 
     def save() -> None:
-        with atomic_path(resume.path, suffix=".pt") as tmp:
-            torch.save({"fingerprint": resume.fingerprint, "epoch": epoch, "batch": done, "totals": read_totals(),
-                        "elapsed": elapsed, "rows": rows, "best": best, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(), "loss_generator": loss_generator.get_state(),
-                        "torch_rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_state(device)}, tmp)
+        save_torch_file(resume.path, {
+            "fingerprint": resume.fingerprint, "epoch": epoch, "batch": done, "totals": read_totals(),
+            "elapsed": elapsed, "rows": rows, "best": best, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "loss_generator": loss_generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": _cuda_rng_state(device)})
         # tqdm.write: a mid-epoch save happens under the progress bar, which would swallow a print's line start
         tqdm.write(f"saved resume state at {where()} to {resume.path}")
 
@@ -538,7 +539,7 @@ def _read_resume_state(resume: ResumeSpec) -> dict | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path, "resume state")
         if not isinstance(state, dict):
             reason = f"it holds a {type(state).__name__}, not a resume state"
         elif missing := sorted(_STATE_KEYS - set(state)):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import add_path_max_chain
+from wsss_lib.data import download as download_module
 from wsss_lib.data.download import (
     ChecksumError,
     UnsafeArchiveError,
@@ -124,14 +126,12 @@ def test_safe_extract_good_archive(tmp_path: Path) -> None:
     def build(tar: tarfile.TarFile) -> None:
         add_file(tar, "top/a.txt", b"alpha")
         add_file(tar, "top/sub/b.txt", b"beta")
-        add_link(tar, "top/sub/link", "../a.txt")
 
     archive = make_tar(tmp_path / "good.tar.gz", build)
     dest = tmp_path / "work" / "out"
     assert safe_extract_tar(archive, dest) == dest
     assert (dest / "top" / "a.txt").read_bytes() == b"alpha"
     assert (dest / "top" / "sub" / "b.txt").read_bytes() == b"beta"
-    assert (dest / "top" / "sub" / "link").read_bytes() == b"alpha"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["out"]
 
 
@@ -150,6 +150,10 @@ def test_safe_extract_replaces_existing_dest(tmp_path: Path) -> None:
         ("../evil.txt", lambda tar: (add_file(tar, "ok.txt", b"ok"), add_file(tar, "../evil.txt", b"evil"))),
         ("a/../../evil.txt", lambda tar: add_file(tar, "a/../../evil.txt", b"evil")),
         ("escape", lambda tar: add_link(tar, "escape", "../../outside")),
+        # links are refused even when they point inside: the VOC and SBD archives hold none
+        ("top/link", lambda tar: (add_file(tar, "top/a.txt", b"a"), add_link(tar, "top/link", "a.txt"))),
+        ("top/hard", lambda tar: (add_file(tar, "top/a.txt", b"a"), add_link(tar, "top/hard", "top/a.txt",
+                                                                              kind=tarfile.LNKTYPE))),
         ("abs_link", lambda tar: add_link(tar, "abs_link", "/etc/passwd")),
         ("hard", lambda tar: add_link(tar, "hard", "../outside", kind=tarfile.LNKTYPE)),
         ("dev", lambda tar: add_link(tar, "dev", "", kind=tarfile.CHRTYPE)),
@@ -181,9 +185,54 @@ def test_safe_extract_refuses_absolute_member(tmp_path: Path) -> None:
     assert_nothing_left(dest)
 
 
+def extraction_dir_length(dest: Path) -> int:
+    """Length of the temporary directory safe_extract_tar fills (atomic_dir: '.<name>.<8 random>.tmp' beside it)."""
+    return len(str(dest.parent / f".{dest.name}.12345678.tmp"))
+
+
+def cve_2025_4517_tar(tmp_path: Path, dest: Path) -> tuple[Path, str]:
+    archive = tmp_path / "bad" / "chain.tar"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w") as tar:
+        add_file(tar, "ok.txt", b"ok")
+        escaped = add_path_max_chain(tar, extraction_dir_length(dest), "escape", b"gotcha")
+    return archive, escaped
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_symlink())
+
+
+def test_safe_extract_refuses_the_cve_2025_4517_link_chain(tmp_path: Path) -> None:
+    dest = tmp_path / "work" / "out"
+    dest.parent.mkdir()
+    archive, _ = cve_2025_4517_tar(tmp_path, dest)
+    with pytest.raises(UnsafeArchiveError) as excinfo:
+        safe_extract_tar(archive, dest)
+    # the chain's first link, refused by the member check before anything is written
+    assert str(excinfo.value).startswith(f"unsafe member 'a' in archive {archive}: symbolic link to 'ddd")
+    assert "the VOC and SBD archives contain none" in str(excinfo.value)
+    assert_nothing_left(dest)
+    assert files_under(tmp_path) == ["bad", "bad/chain.tar", "work"]
+
+
+def test_destination_check_alone_stops_the_cve_2025_4517_link_chain(tmp_path: Path, monkeypatch) -> None:
+    # The second line of defence: with links let through by name, the write through the chain is still refused
+    # on the real filesystem, where tarfile's own "data" filter (Python 3.11.7) lets it out of the root.
+    monkeypatch.setattr(download_module, "_check_member", lambda archive, member: None)
+    dest = tmp_path / "work" / "out"
+    dest.parent.mkdir()
+    archive, escaped = cve_2025_4517_tar(tmp_path, dest)
+    with pytest.raises(UnsafeArchiveError) as excinfo:
+        safe_extract_tar(archive, dest)
+    assert str(excinfo.value).startswith(f"unsafe member {escaped!r} in archive {archive}: its destination cannot "
+                                         "be resolved (File name too long)")
+    assert_nothing_left(dest)
+    assert files_under(tmp_path) == ["bad", "bad/chain.tar", "work"]
+
+
 def test_safe_extract_refuses_link_escaping_through_another_link(tmp_path: Path) -> None:
-    # Each link target looks inside by name, but a/b/up resolves to the root, so a/b/up/.. is outside:
-    # only the extraction-time "data" filter can see this.
+    # Each link target looks inside by name, but a/b/up resolves to the root, so a/b/up/.. is outside.
     def build(tar: tarfile.TarFile) -> None:
         add_file(tar, "a/b/keep.txt", b"x")
         add_link(tar, "a/b/up", "../..")
@@ -192,7 +241,7 @@ def test_safe_extract_refuses_link_escaping_through_another_link(tmp_path: Path)
     archive = make_tar(tmp_path / "bad" / "chain.tar.gz", build)
     dest = tmp_path / "work" / "out"
     dest.parent.mkdir()
-    with pytest.raises(UnsafeArchiveError, match="'out'"):
+    with pytest.raises(UnsafeArchiveError, match="'a/b/up'"):
         safe_extract_tar(archive, dest)
     assert_nothing_left(dest)
 

@@ -35,7 +35,7 @@ class ChecksumError(ValueError):
 
 
 class UnsafeArchiveError(ValueError):
-    """An archive member would be written outside the destination, or is not a plain file/dir/link."""
+    """An archive member would be written outside the destination, or is not a plain file or directory."""
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
@@ -112,10 +112,12 @@ def _fetch(url: str, tmp: Path, *, algorithm: str, progress: bool, label: str) -
 def safe_extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract the tar ``archive`` (any compression) into the directory ``dest``.
 
-    Every member is validated first; an absolute path, a path escaping ``dest``, a link whose target
-    lies outside ``dest``, or a device/fifo member raises :class:`UnsafeArchiveError`. A corrupt or
-    truncated archive raises :class:`tarfile.ReadError` naming it. Either way nothing is left
-    behind; an existing ``dest`` is replaced only by a complete extraction.
+    Only regular files and directories are extracted: a symlink, hard link, device or fifo member,
+    an absolute path or a path escaping ``dest`` raises :class:`UnsafeArchiveError` naming the archive
+    and the member, before anything is written. Each member's destination is checked again on the
+    real filesystem just before it is written. A corrupt or truncated archive raises
+    :class:`tarfile.ReadError` naming it. Either way nothing is left behind; an existing ``dest`` is
+    replaced only by a complete extraction.
     """
     archive = Path(archive)
     dest = Path(dest)
@@ -126,9 +128,15 @@ def safe_extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> Pat
             for member in members:
                 _check_member(archive, member)
             with atomic_dir(dest) as tmp:
-                # The "data" filter re-checks against the real filesystem (e.g. links that escape
-                # only through another link extracted earlier), which a name-only check cannot see.
-                tar.extractall(tmp, members=members, filter="data")
+                root = os.path.realpath(tmp, strict=True)
+
+                def checked(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+                    _check_destination(archive, member, tmp, root)
+                    # tarfile's own "data" filter stays as a second layer only: on Python < 3.11.13 a
+                    # symlink chain longer than PATH_MAX gets through it (CVE-2025-4517).
+                    return tarfile.data_filter(member, path)
+
+                tar.extractall(tmp, members=members, filter=checked)
     except tarfile.FilterError as err:
         name = err.tarinfo.name if err.tarinfo is not None else "?"
         raise UnsafeArchiveError(f"unsafe member {name!r} in archive {archive}: {err}") from err
@@ -147,27 +155,45 @@ def safe_extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> Pat
     return dest
 
 
+def _refusal(archive: Path, member: tarfile.TarInfo, why: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"unsafe member {member.name!r} in archive {archive}: {why}")
+
+
 def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
-    """Raise :class:`UnsafeArchiveError` if ``member`` could write outside the extraction root."""
-
-    def refuse(why: str) -> UnsafeArchiveError:
-        return UnsafeArchiveError(f"unsafe member {member.name!r} in archive {archive}: {why}")
-
+    """Raise :class:`UnsafeArchiveError` unless ``member`` is a file or directory named inside the root."""
     name = member.name
-    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-        raise refuse("not a regular file, directory or link (device, fifo or unknown type)")
-    if _is_absolute(name):
-        raise refuse("absolute path")
-    if _escapes(name):
-        raise refuse("path escapes the destination")
     if member.issym() or member.islnk():
-        target = member.linkname
-        if _is_absolute(target):
-            raise refuse(f"link target {target!r} is absolute")
-        # A symlink target is relative to the link's directory; a hard link's to the archive root.
-        resolved = posixpath.join(posixpath.dirname(name), target) if member.issym() else target
-        if _escapes(resolved):
-            raise refuse(f"link target {target!r} points outside the destination")
+        # Links are where every known escape from a name check lives (CVE-2025-4517 among them), and the
+        # archives this pipeline extracts (VOC 2012, SBD) hold none, so none is accepted.
+        raise _refusal(archive, member, f"{'symbolic' if member.issym() else 'hard'} link to {member.linkname!r}; "
+                       "links are not extracted (the VOC and SBD archives contain none): use the official archive")
+    if not (member.isreg() or member.isdir()):
+        raise _refusal(archive, member, "not a regular file or directory (device, fifo or unknown type)")
+    if _is_absolute(name):
+        raise _refusal(archive, member, "absolute path")
+    if _escapes(name):
+        raise _refusal(archive, member, "path escapes the destination")
+
+
+def _check_destination(archive: Path, member: tarfile.TarInfo, tmp: Path, root: str) -> None:
+    """Raise :class:`UnsafeArchiveError` unless ``member``, written now, lands inside ``root``.
+
+    The deepest part of its path that already exists is resolved strictly: non-strict realpath gives up
+    silently on a path longer than PATH_MAX and returns it half-resolved, which is how CVE-2025-4517 fools
+    tarfile's filter; strict resolution raises instead. What does not exist yet is created by the
+    extraction as plain directories and the file itself.
+    """
+    path = os.path.join(tmp, member.name)
+    existing, rest = path, ""
+    while not os.path.lexists(existing):
+        existing, tail = os.path.split(existing)
+        rest = os.path.join(tail, rest) if rest else tail
+    try:
+        resolved = os.path.normpath(os.path.join(os.path.realpath(existing, strict=True), rest))
+    except OSError as err:
+        raise _refusal(archive, member, f"its destination cannot be resolved ({err.strerror or err})") from None
+    if os.path.commonpath([root, resolved]) != root:
+        raise _refusal(archive, member, f"it would be written to {resolved}, outside the destination")
 
 
 def _is_absolute(name: str) -> bool:

@@ -17,10 +17,11 @@ normalisation it expects (``input_mean`` / ``input_std`` in 0-255 units).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from wsss_lib.models.checkpoint import load_torch_file, load_weights
 
 # torchvision is imported where a ResNet is built, not here: importing it costs ~2 s per process (0.29's ops
 # import torch._dynamo), which a job that builds a small_cnn would pay for nothing.
@@ -136,7 +137,7 @@ class ResNetBackbone(Backbone):
             if head not in prefixes:
                 raise ValueError(f"weights {source}: unexpected key {key!r} for a torchvision ResNet")
             mapped[f"{prefixes[head]}.{rest}"] = value
-        result = self.stages.load_state_dict(mapped, strict=False)
+        result = load_weights(self.stages, mapped, source, "weights", strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(
                 f"weights {source} do not fit this ResNet: missing {result.missing_keys[:5]}, "
@@ -146,13 +147,7 @@ class ResNetBackbone(Backbone):
 
 def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from disk without unpickling arbitrary objects (weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt / pickled files
-        raise ValueError(f"cannot load weights {path}: {err}") from err
+    state = load_torch_file(path, "weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -186,7 +181,7 @@ def build_backbone(name: str, pretrained: str = "none", output_stride: int = 16,
             backbone.load_torchvision_state(load_state_file(weights_file), str(weights_file))
     if pretrained not in ("none", "imagenet"):
         state = load_state_file(pretrained)
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        missing, unexpected = load_weights(backbone, state, pretrained, "weights file", strict=False)
         if unexpected or len(missing) == len(backbone.state_dict()):
             raise ValueError(f"weights {pretrained} do not fit backbone {name}: unexpected keys {unexpected[:5]}")
     return backbone

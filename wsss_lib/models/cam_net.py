@@ -13,7 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from wsss_lib.models.backbones import Backbone, build_backbone
-from wsss_lib.models.checkpoint import read_checkpoint, save_checkpoint
+from wsss_lib.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 
 class CAMNet(nn.Module):
@@ -89,5 +89,5 @@ def load_cam_net(path) -> tuple[CAMNet, dict]:
     state_dict, meta = read_checkpoint(path, "CAM model")
     model = build_cam_net(meta["backbone"], meta["n_classes"], "none", meta["output_stride"],
                           n_subcategories=meta.get("n_subcategories", 0))
-    model.load_state_dict(state_dict)
+    load_weights(model, state_dict, path, "CAM model")
     return model, meta

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from wsss_lib.models.backbones import Backbone, build_backbone
-from wsss_lib.models.checkpoint import read_checkpoint, save_checkpoint
+from wsss_lib.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 HEADS = ("v2", "v3")
 V2_RATES = (6, 12, 18, 24)    # DeepLab-v2 ASPP-L (TPAMI 2017, Sec. 3.2), at output stride 8
@@ -171,8 +171,5 @@ def load_deeplab(path: str | os.PathLike) -> tuple[DeepLab, dict]:
         raise ValueError(f"DeepLab model {path} lacks meta keys {missing}")
     model = build_deeplab(meta["backbone"], meta["n_classes"], "none", meta["output_stride"], meta["head"],
                           rates=meta["rates"])
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as err:
-        raise ValueError(f"weights in {path} do not fit the DeepLab its meta describes: {err}") from err
+    load_weights(model, state_dict, path, "DeepLab model")
     return model, meta

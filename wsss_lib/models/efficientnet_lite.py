@@ -33,9 +33,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from wsss_lib.models.checkpoint import load_torch_file
 
 __all__ = [
     "INPUT_MEAN",
@@ -359,11 +360,9 @@ def load_imagenet_weights(model: EfficientNetLite0, weights_path: str | os.PathL
     if not path.is_file():
         raise FileNotFoundError(f"EfficientNet-Lite0 weights file not found: {path}")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling / zip / EOF errors all mean an unusable file
-        raise RuntimeError(
-            f"cannot read EfficientNet-Lite0 weights file {path}: {type(err).__name__}: {err}"
-        ) from err
+        raw = load_torch_file(path, "EfficientNet-Lite0 weights file")
+    except ValueError as err:  # this function's callers expect RuntimeError for an unusable file
+        raise RuntimeError(str(err)) from err
     if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise RuntimeError(f"EfficientNet-Lite0 weights file {path} does not contain a state dict of tensors")
     try:

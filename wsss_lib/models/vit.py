@@ -31,6 +31,7 @@ from torchvision.models import ViT_B_16_Weights
 from torchvision.models.vision_transformer import VisionTransformer
 
 from wsss_lib.models.backbones import IMAGENET_MEAN, IMAGENET_STD, load_state_file
+from wsss_lib.models.checkpoint import load_torch_file, load_weights, save_checkpoint
 
 # Keyword arguments of torchvision's VisionTransformer (besides image_size).
 VIT_PRESETS: dict[str, dict] = {
@@ -222,8 +223,6 @@ def save_vit(path: str | os.PathLike, model: ViTClassifier, meta: dict) -> None:
     ``architecture``, ``preset``, ``n_classes`` and ``image_size`` are taken from the model; a
     contradicting value in ``meta`` is an error rather than a file that rebuilds the wrong network.
     """
-    from wsss_lib.atomic import atomic_path
-
     own = {"architecture": ARCHITECTURE, "preset": model.preset, "n_classes": model.n_classes,
            "image_size": model.image_size}
     for key, value in own.items():
@@ -231,19 +230,13 @@ def save_vit(path: str | os.PathLike, model: ViTClassifier, meta: dict) -> None:
             raise ValueError(f"meta[{key!r}] = {meta[key]!r} contradicts the model's {value!r}")
     full = {**meta, **own}
     _check_plain(full, "meta")
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"state_dict": model.state_dict(), "meta": full}, tmp)
+    save_checkpoint(path, model.state_dict(), full)
 
 
 def load_vit(path: str | os.PathLike) -> tuple[ViTClassifier, dict]:
     """Rebuild a model written by :func:`save_vit` (no pretrained weights needed: the file has them all)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ViT model file not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or arbitrary-pickle files
-        raise ValueError(f"cannot load ViT model {path}: {err}") from err
+    blob = load_torch_file(path, "ViT model file")
     if not isinstance(blob, dict) or "state_dict" not in blob or "meta" not in blob:
         raise ValueError(f"ViT model file {path} lacks 'state_dict'/'meta'; was it written by save_vit?")
     meta = blob["meta"]
@@ -258,8 +251,5 @@ def load_vit(path: str | os.PathLike) -> tuple[ViTClassifier, dict]:
         model = ViTClassifier(meta["preset"], int(meta["n_classes"]), int(meta["image_size"]))
     except ValueError as err:
         raise ValueError(f"ViT model file {path}: {err}") from err
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except RuntimeError as err:
-        raise ValueError(f"ViT model file {path}: weights do not fit its meta: {err}") from err
+    load_weights(model, blob["state_dict"], path, "ViT model file")
     return model, meta
