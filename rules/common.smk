@@ -21,10 +21,11 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from wsss_lib.classes import dataset_class_names
-from wsss_lib.config import method_config
+from wsss_lib.config import check_config, method_config
 from wsss_lib.provenance import code_digest
 
 validate(config, "../config/schema.yaml")
+check_config(config)
 
 
 R = config["results"]
