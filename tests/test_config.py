@@ -217,3 +217,13 @@ def test_train_aug_switch_moves_every_method_to_train_aug(dataset):
     validate(config, SCHEMA)
     assert {m: method_config(config, m)["train_cam"]["split"] for m in PROTOCOLS} == dict.fromkeys(PROTOCOLS, "train_aug")
     assert method_config(load_config(), "fmix")["train_cam"]["split"] == "train"  # not without the switch
+
+
+def test_check_config_wants_train_aug_to_hold_train():
+    config = load_config()
+    config["synthetic"].update(n_train=64, n_train_aug=48)
+    with pytest.raises(ValueError, match=r"config key synthetic\.n_train_aug is 48: expected at least synthetic\.n_train "
+                                         r"\(64\)"):
+        check_config(config)
+    config["synthetic"]["n_train_aug"] = 64
+    check_config(config)
