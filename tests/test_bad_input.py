@@ -204,3 +204,17 @@ def test_config_number_not_finite_or_range_out_of_order(tmp_path, section, block
         assert "On instance['defaults']['eval_cams']['sweep'][2]" in text, text
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
 
+
+@pytest.mark.parametrize("override", ["defaults={train_cam: {epochs: 2}}", "train_cam={epochs: 2}"])
+def test_nested_config_override_says_to_use_a_configfile(tmp_path, override):
+    """Snakemake reads a nested --config value's numbers as strings, and takes `train_cam` for a top-level key: the
+    schema's error (kept) gets a hint to write an overlay file instead."""
+    result = run_snakemake(tmp_path, "--cores", "1", "--config", override, overlay={"device": "cpu"}, check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    schema_error = ("'2' is not of type 'integer'" if override.startswith("defaults")
+                    else "Additional properties are not allowed ('train_cam' was unexpected)")
+    assert schema_error in text, text
+    assert ("nested keys cannot be set with --config" in text
+            and "--configfile config/config.yaml my_overrides.yaml (README: Overriding settings)" in text), text
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()

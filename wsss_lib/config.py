@@ -168,3 +168,21 @@ def check_config(config: Mapping[str, Any]) -> None:
     if problems:
         raise ValueError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
 
+
+OVERRIDE_HINT = ("nested keys cannot be set with --config (Snakemake reads the numbers of a nested value as strings); "
+                 "write them in a YAML file and add it with "
+                 "--configfile config/config.yaml my_overrides.yaml (README: Overriding settings)")
+
+
+def config_override_hint(error: Any, overrides: Mapping[str, Any]) -> str | None:
+    """OVERRIDE_HINT when the schema's ``error`` (a jsonschema ValidationError) is in a value set with ``--config``
+    (``overrides``, Snakemake's parsed --config) that is a nested one, or is an unknown top-level key set there
+    (`--config 'train_cam={epochs: 2}'`); None otherwise (`--config device=gpu` gets the schema's error alone)."""
+    path = list(error.absolute_path)
+    if path:
+        culprits = {path[0]} if isinstance(overrides.get(path[0]), Mapping) else set()
+    elif error.validator == "additionalProperties":
+        culprits = set(error.instance) - set(error.schema.get("properties", {}))
+    else:
+        culprits = set()
+    return OVERRIDE_HINT if culprits & set(overrides) else None
