@@ -189,7 +189,7 @@ def test_config_value_of_the_wrong_type(tmp_path, section):
      "config key synthetic.hparams.train_cam.resize_long is [200, 10]: expected [low, high] with low <= high"),
     ("protocols.sc_cam", {"segment": {"scale_range": [1.5, 0.5]}},
      "config key protocols.sc_cam.segment.scale_range is [1.5, 0.5]: expected [low, high] with low <= high"),
-])
+], ids=["threshold-nan", "lr-inf", "sweep-zero-step", "sweep-inverted", "resize_long-inverted", "scale_range-inverted"])
 def test_config_number_not_finite_or_range_out_of_order(tmp_path, section, block, expected):
     overlay = {"device": "cpu"}
     node = overlay
