@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from jsonschema import ValidationError
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # Plan with, and run jobs on, this checkout's wsss_lib, whatever environment runs them (a venv shared by
@@ -22,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from wsss_lib.atomic import STARTED_BY_ENV
 from wsss_lib.classes import dataset_class_names
-from wsss_lib.config import method_config
+from wsss_lib.config import check_config, config_override_hint, method_config
 from wsss_lib.jobs import release_stale_snakemake_locks
 from wsss_lib.provenance import code_digest
 
@@ -32,7 +34,17 @@ os.environ[STARTED_BY_ENV] = str(os.getpid())
 if workflow.is_main_process:
     release_stale_snakemake_locks()
 
-validate(config, "../config/schema.yaml")
+try:
+    validate(config, "../config/schema.yaml")
+except WorkflowError as err:
+    # A nested --config value arrives with its numbers as strings ('2' is not of type 'integer'): say what to do.
+    # validate() raises inside its `except ValidationError`, so the schema's error is the context.
+    schema_error = err.__context__ if isinstance(err.__context__, ValidationError) else None
+    hint = schema_error and config_override_hint(schema_error, workflow.config_settings.config)
+    if hint:
+        raise WorkflowError(str(err), hint) from None
+    raise
+check_config(config)
 
 
 R = config["results"]

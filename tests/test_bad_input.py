@@ -233,3 +233,47 @@ def test_config_value_of_the_wrong_type(tmp_path, section):
     key = "".join(f"[{part!r}]" for part in [*section.split("."), "train_cam", "epochs"])
     assert "'three' is not of type 'integer'" in text and f"On instance{key}" in text, text
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+# Numbers the schema cannot judge alone (NaN passes every minimum and maximum) and ranges out of order, each in the
+# layer where it is written; the error names that key path and its value.
+@pytest.mark.parametrize("section, block, expected", [
+    ("defaults", {"eval_cams": {"threshold": float("nan")}}, "config key defaults.eval_cams.threshold is nan"),
+    ("methods.fmix", {"train_cam": {"lr": float("inf")}}, "config key methods.fmix.train_cam.lr is inf"),
+    ("defaults", {"eval_cams": {"sweep": [0.05, 0.5, 0]}},  # a zero step: the schema's error
+     "0 is less than or equal to the minimum of 0"),
+    ("defaults", {"eval_cams": {"sweep": [0.5, 0.05, 0.05]}},
+     "config key defaults.eval_cams.sweep is [0.5, 0.05, 0.05]: expected [start, stop, step] with start <= stop"),
+    ("synthetic.hparams", {"train_cam": {"resize_long": [200, 10]}},
+     "config key synthetic.hparams.train_cam.resize_long is [200, 10]: expected [low, high] with low <= high"),
+    ("protocols.sc_cam", {"segment": {"scale_range": [1.5, 0.5]}},
+     "config key protocols.sc_cam.segment.scale_range is [1.5, 0.5]: expected [low, high] with low <= high"),
+], ids=["threshold-nan", "lr-inf", "sweep-zero-step", "sweep-inverted", "resize_long-inverted", "scale_range-inverted"])
+def test_config_number_not_finite_or_range_out_of_order(tmp_path, section, block, expected):
+    overlay = {"device": "cpu"}
+    node = overlay
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node.update(block)
+    result = run_snakemake(tmp_path, "--cores", "1", overlay=overlay, check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert expected in text, text
+    if "minimum" in expected:
+        assert "On instance['defaults']['eval_cams']['sweep'][2]" in text, text
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("override", ["defaults={train_cam: {epochs: 2}}", "train_cam={epochs: 2}"])
+def test_nested_config_override_says_to_use_a_configfile(tmp_path, override):
+    """Snakemake reads a nested --config value's numbers as strings, and takes `train_cam` for a top-level key: the
+    schema's error (kept) gets a hint to write an overlay file instead."""
+    result = run_snakemake(tmp_path, "--cores", "1", "--config", override, overlay={"device": "cpu"}, check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    schema_error = ("'2' is not of type 'integer'" if override.startswith("defaults")
+                    else "Additional properties are not allowed ('train_cam' was unexpected)")
+    assert schema_error in text, text
+    assert ("nested keys cannot be set with --config" in text
+            and "--configfile config/config.yaml my_overrides.yaml (README: Overriding settings)" in text), text
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()

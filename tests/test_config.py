@@ -4,7 +4,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from wsss_lib.config import deep_merge, method_config
+from wsss_lib.config import MAX_SWEEP_POINTS, check_config, deep_merge, method_config, sweep_points
+from wsss_lib.stages.evaluate import threshold_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -42,6 +43,52 @@ def test_value_of_the_wrong_type_fails_validation_naming_its_key(section):
         validate(config, SCHEMA)
     assert f"{''.join(f'[{part!r}]' for part in section.split('.'))}['train_cam']['epochs']" in str(raised.value)
 
+
+
+def test_shipped_config_passes_the_number_checks():
+    check_config(load_config())
+
+
+@pytest.mark.parametrize("sweep", [[0.05, 0.5, 0.05], [0.15, 0.15, 0.05], [0.0, 1.0, 0.01], [0.1, 0.35, 0.1]])
+def test_sweep_points_counts_the_thresholds_eval_cams_scores(sweep):
+    assert sweep_points(*sweep) == len(threshold_grid(*sweep))
+    assert sweep_points(0.05, 0.5, 0.05) == 10 and sweep_points(0.15, 0.15, 0.05) == 1  # stop inclusive
+    assert sweep_points(0.0, 1.0, 0.01) == MAX_SWEEP_POINTS
+
+
+@pytest.mark.parametrize("key, value, ok", [
+    ("eval_cams.sweep", [0.15, 0.15, 0.05], True),  # one threshold
+    ("eval_cams.sweep", [0.0, 1.0, 0.01], True),  # MAX_SWEEP_POINTS of them
+    ("eval_cams.sweep", [0.0, 1.0, 0.0099], False),
+    ("train_cam.resize_long", [128, 128], True),  # a fixed long side
+    ("refine.affinity.resize_long", None, True),
+    ("refine.affinity.resize_long", [500, 400], False),
+    ("teacher.resize_long", [500, 400], False),
+    ("segment.scale_range", [1.0, 1.0], True),
+])
+def test_check_config_range_edges(key, value, ok):
+    config = load_config()
+    *parents, leaf = key.split(".")
+    node = config["methods"]["fmix"]
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    if ok:
+        check_config(config)
+    else:
+        with pytest.raises(ValueError, match=rf"config key methods[.]fmix[.]{key.replace('.', '[.]')} is \[.*\]: expected"):
+            check_config(config)
+
+
+def test_check_config_names_every_non_finite_number_by_its_path():
+    config = load_config()
+    config["defaults"]["make_cams"]["scales"] = [1.0, float("-inf")]
+    config["synthetic"]["hparams"]["train_cam"]["lr"] = float("nan")
+    with pytest.raises(ValueError) as raised:
+        check_config(config)
+    assert str(raised.value) == ("invalid config:\n"  # in config.yaml's order
+                                 "  config key synthetic.hparams.train_cam.lr is nan: expected a finite number\n"
+                                 "  config key defaults.make_cams.scales[1] is -inf: expected a finite number")
 
 def test_method_config_merges_defaults_dataset_and_method():
     config = {
@@ -170,3 +217,13 @@ def test_train_aug_switch_moves_every_method_to_train_aug(dataset):
     validate(config, SCHEMA)
     assert {m: method_config(config, m)["train_cam"]["split"] for m in PROTOCOLS} == dict.fromkeys(PROTOCOLS, "train_aug")
     assert method_config(load_config(), "fmix")["train_cam"]["split"] == "train"  # not without the switch
+
+
+def test_check_config_wants_train_aug_to_hold_train():
+    config = load_config()
+    config["synthetic"].update(n_train=64, n_train_aug=48)
+    with pytest.raises(ValueError, match=r"config key synthetic\.n_train_aug is 48: expected at least synthetic\.n_train "
+                                         r"\(64\)"):
+        check_config(config)
+    config["synthetic"]["n_train_aug"] = 64
+    check_config(config)

@@ -125,3 +125,20 @@ def html_tables(text: str) -> list[list[list[str]]]:
     parser = Cells()
     parser.feed(text)
     return parser.tables
+
+
+def strict_loads(text):
+    """json.loads refusing NaN and infinity, as RFC 8259 parsers do (Python's json accepts them by default)."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_writes_strict_json_and_refuses_a_non_finite_score(tmp_path):
+    # an IoU undefined for want of pixels is null (metrics.summarise), and stays so
+    result = {"miou": 0.5, "per_class_iou": {"background": 0.9, "cat": None}, "sweep": {"0.1": 0.25}}
+    write_json(result, tmp_path / "ok.json")
+    assert strict_loads((tmp_path / "ok.json").read_text()) == result
+    with pytest.raises(ValueError, match=r"not writing .*bad\.json: miou is nan, sweep\.0\.1 is inf \(JSON has no NaN"):
+        write_json({"miou": float("nan"), "sweep": {"0.1": float("inf")}}, tmp_path / "bad.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.json"]  # nothing written, no temporary left

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -81,3 +82,107 @@ def job_fingerprint(params: Mapping[str, Any], inputs: Iterable[str | os.PathLik
         else:
             files.append(identity(path))
     return config_hash({"params": dict(params), "inputs": files})
+
+
+# [low, high] ranges in an hparams block (paths inside the block): each is drawn from inclusively, so low == high is
+# a fixed value and low > high an error (torch.randint fails on it mid-training, naming no key).
+HPARAM_RANGES = (("train_cam", "resize_long"), ("teacher", "resize_long"), ("refine", "affinity", "resize_long"),
+                 ("segment", "scale_range"))
+# eval_cams scores every sweep point in one confusion matrix per image: 101 is a 0.01 step over [0, 1], finer than
+# any source reports CAM thresholds, and keeps the job's cost within a few times its single-threshold cost.
+MAX_SWEEP_POINTS = 101
+
+
+def sweep_points(start: float, stop: float, step: float) -> int:
+    """How many thresholds eval_cams's sweep scores: start, start + step, ... up to stop inclusive
+    (wsss_lib.stages.evaluate.threshold_grid, np.arange to stop + step / 2)."""
+    return max(0, math.ceil((stop + step / 2 - start) / step))
+
+
+def non_finite_values(node: Any, path: str = "") -> Iterable[tuple[str, float]]:
+    """(dotted path, value) of each float NaN / +-inf under ``node`` (a config, a result); a list item's path is
+    ``key[i]``."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from non_finite_values(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from non_finite_values(value, f"{path}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        yield path, node
+
+
+def _dig(block: Mapping[str, Any] | None, keys: Iterable[str]) -> Any:
+    for key in keys:
+        if not isinstance(block, Mapping):
+            return None
+        block = block.get(key)
+    return block
+
+
+def _hparam_problems(block: Mapping[str, Any] | None) -> Iterable[tuple[str, Any, str]]:
+    """(key inside the block, its value, what is expected) for each bad range or sweep of one hparams block."""
+    for keys in HPARAM_RANGES:
+        value = _dig(block, keys)
+        if value is not None and value[0] > value[1]:
+            yield ".".join(keys), value, "[low, high] with low <= high"
+    sweep = _dig(block, ("eval_cams", "sweep"))
+    if sweep is not None:
+        start, stop, step = sweep  # the schema has checked step > 0
+        if start > stop:
+            yield "eval_cams.sweep", sweep, "[start, stop, step] with start <= stop (stop is the last threshold)"
+        elif sweep_points(start, stop, step) > MAX_SWEEP_POINTS:
+            yield ("eval_cams.sweep", sweep, f"at most {MAX_SWEEP_POINTS} thresholds, not "
+                   f"{sweep_points(start, stop, step)} (a larger step)")
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """What the JSON schema cannot say, checked after it (rules/common.smk), before any job runs: a ValueError
+    naming every offending key by its dotted path, its value and what is expected.
+
+    - no NaN or infinity anywhere: YAML's ``.nan`` / ``.inf`` are floats to jsonschema, and NaN passes every
+      ``minimum`` / ``maximum`` (each comparison with it is false), so the schema lets them through;
+    - ranges (HPARAM_RANGES) ordered, and the CAM threshold sweep ordered and of at most MAX_SWEEP_POINTS, in
+      every layer where they can be written (so the error names the key the user wrote), then in each method's
+      effective config (whatever layers method_config merges);
+    - the synthetic train_aug split a superset of train.
+    """
+    problems = [f"config key {path} is {value}: expected a finite number" for path, value in non_finite_values(config)]
+    if not problems:
+        layers = {"defaults": config.get("defaults"),
+                  **{f"protocols.{name}": block for name, block in (config.get("protocols") or {}).items()},
+                  **{f"{dataset}.hparams": (config.get(dataset) or {}).get("hparams")
+                     for dataset in ("synthetic", "voc12")},
+                  **{f"methods.{name}": block for name, block in (config.get("methods") or {}).items()}}
+        problems = [f"config key {name}.{key} is {value}: expected {expected}"
+                    for name, block in layers.items() for key, value, expected in _hparam_problems(block)]
+    if not problems:
+        problems = [f"method {method}'s effective config (wsss_lib/config.py method_config) has {key} = {value}: "
+                    f"expected {expected}"
+                    for method in config.get("methods") or {}
+                    for key, value, expected in _hparam_problems(method_config(config, method))]
+    synthetic = config.get("synthetic") or {}
+    if synthetic.get("n_train_aug", 0) < synthetic.get("n_train", 0):
+        problems.append(f"config key synthetic.n_train_aug is {synthetic['n_train_aug']}: expected at least "
+                        f"synthetic.n_train ({synthetic['n_train']}), as train_aug holds train")
+    if problems:
+        raise ValueError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+OVERRIDE_HINT = ("nested keys cannot be set with --config (Snakemake reads the numbers of a nested value as strings); "
+                 "write them in a YAML file and add it with "
+                 "--configfile config/config.yaml my_overrides.yaml (README: Overriding settings)")
+
+
+def config_override_hint(error: Any, overrides: Mapping[str, Any]) -> str | None:
+    """OVERRIDE_HINT when the schema's ``error`` (a jsonschema ValidationError) is in a value set with ``--config``
+    (``overrides``, Snakemake's parsed --config) that is a nested one, or is an unknown top-level key set there
+    (`--config 'train_cam={epochs: 2}'`); None otherwise (`--config device=gpu` gets the schema's error alone)."""
+    path = list(error.absolute_path)
+    if path:
+        culprits = {path[0]} if isinstance(overrides.get(path[0]), Mapping) else set()
+    elif error.validator == "additionalProperties":
+        culprits = set(error.instance) - set(error.schema.get("properties", {}))
+    else:
+        culprits = set()
+    return OVERRIDE_HINT if culprits & set(overrides) else None

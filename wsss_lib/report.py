@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from wsss_lib.atomic import atomic_path
+from wsss_lib.config import non_finite_values
 
 
 def read_result(path: str | os.PathLike) -> dict:
@@ -83,8 +84,15 @@ def method_result(method: str, cam_path: str | os.PathLike, pseudo_path: str | o
 
 
 def write_json(result: dict, path: str | os.PathLike) -> None:
+    """``result`` as strict JSON, which has no NaN or infinity (Python's json writes a bare NaN that strict parsers
+    refuse). A score undefined for want of pixels is null where it is computed (metrics.summarise's IoU of a class
+    absent from ground truth and prediction); any other non-finite number is an error naming the file and key."""
+    bad = list(non_finite_values(result))
+    if bad:
+        raise ValueError(f"not writing {path}: " + ", ".join(f"{key} is {value}" for key, value in bad)
+                         + " (JSON has no NaN or infinity)")
     with atomic_path(path, suffix=".json") as tmp:
-        Path(tmp).write_text(json.dumps(result, indent=2))
+        Path(tmp).write_text(json.dumps(result, indent=2, allow_nan=False))
 
 
 def summary_table(methods: Sequence[str], result_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:

@@ -83,7 +83,9 @@ def crf_labels(cams_store: str, split_csv: str, store_out: str, hp: Mapping[str,
                 "seconds": time.time() - started,
             }
             out.set_attrs(**stats)
-    print(json.dumps(stats), flush=True)
+    # the log line is strict JSON: agreement is null, not NaN, where no image had a mask to agree with
+    print(json.dumps({**stats, "agreement_with_masks": stats["agreement_with_masks"] if counts["scored"] else None},
+                     allow_nan=False), flush=True)
     return stats
 
 

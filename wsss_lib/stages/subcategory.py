@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from wsss_lib.atomic import atomic_path
 from wsss_lib.clustering import check_clusters, cluster_by_class
 from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
@@ -27,7 +26,7 @@ from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.progress import Progress, summary_line
-from wsss_lib.report import write_csv
+from wsss_lib.report import write_csv, write_json
 from wsss_lib.stages.cam import train_transform
 from wsss_lib.store import StoreReader, open_store_writer
 from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier,
@@ -115,8 +114,7 @@ def cluster_features(store_path: str, split_csv: str, csv_out: str, json_out: st
         distance=clustering["distance"], seed=clustering["seed"])
     check_clusters(clusters, info)
     write_csv(clusters, csv_out)
-    with atomic_path(json_out, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2))
+    write_json(info, json_out)
     print(summary_line(f"cluster_features ({info['total']} sub-categories)", len(table),
                        time.perf_counter() - started), flush=True)
     return info
