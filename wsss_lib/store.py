@@ -82,9 +82,9 @@ class StoreReader:
         except (OSError, RuntimeError) as err:
             raise ValueError(f"cannot read {what} from store {self.path} (damaged file?): {err}") from err
 
-    def _refuse(self, what: str, problem: str) -> ValueError:
-        return ValueError(f"store {self.path}: {what} {problem}, which no job of this pipeline writes: "
-                          f"delete the store and rerun the job that writes it")
+    def _refuse(self, what: str, problem: str, advice: str = "which no job of this pipeline writes") -> ValueError:
+        return ValueError(f"store {self.path}: {what} {problem}, {advice}: delete the store and rerun the job "
+                          f"that writes it")
 
     @property
     def attrs(self) -> dict:
@@ -159,7 +159,8 @@ class StoreReader:
         for name, array in entry.items():
             # NaN compares false with every threshold (argmax, > t): it would be scored as a quiet background
             if array.dtype.kind == "f" and not np.isfinite(array).all():
-                raise self._refuse(f"image {image_id!r} array {name!r}", "holds NaN or infinite values")
+                raise self._refuse(f"image {image_id!r} array {name!r}", "holds NaN or infinite values",
+                                   "from a model that diverged (retrain it) or a damaged store")
         if "keys" in entry:  # a CAM store (stages/cam.py make_cams): keys index its class_names attribute
             self._check_keys(image_id, entry)
 
