@@ -198,3 +198,19 @@ def test_keys_need_the_stores_class_names(tmp_path):
     with StoreReader(path) as store:
         with pytest.raises(ValueError, match=f"store {re.escape(str(path))}: the class_names attribute is missing"):
             store["img0"]
+
+
+@pytest.mark.parametrize("dtype", ["<f2", ">f2", "<f4", ">f8"])
+def test_non_finite_values_are_found_in_every_float_type(tmp_path, dtype):
+    path = tmp_path / "features.h5"
+    largest = np.finfo(np.dtype(dtype)).max
+    with open_store_writer(path, {}) as store:
+        store.write("finite", feature=np.array([0, -0.0, largest, -largest, np.finfo(np.dtype(dtype)).tiny], dtype))
+        for value in (np.nan, np.inf, -np.inf):
+            store.write(f"has {value}", feature=np.array([[1, 2], [3, value]], dtype))
+    with StoreReader(path) as store:
+        feature = store["finite"]["feature"]
+        assert feature.dtype == np.dtype(dtype) and feature[2] == largest
+        for value in ("nan", "inf", "-inf"):
+            with pytest.raises(ValueError, match=f"image 'has {value}' array 'feature' holds NaN or infinite values"):
+                store[f"has {value}"]

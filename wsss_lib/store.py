@@ -158,7 +158,7 @@ class StoreReader:
     def _check_values(self, image_id: str, entry: dict[str, np.ndarray]) -> None:
         for name, array in entry.items():
             # NaN compares false with every threshold (argmax, > t): it would be scored as a quiet background
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
+            if array.dtype.kind == "f" and not _all_finite(array):
                 raise self._refuse(f"image {image_id!r} array {name!r}", "holds NaN or infinite values",
                                    "from a model that diverged (retrain it) or a damaged store")
         if "keys" in entry:  # a CAM store (stages/cam.py make_cams): keys index its class_names attribute
@@ -199,6 +199,15 @@ class StoreReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    if array.dtype.itemsize == 2 and array.size:
+        # numpy's float16 isfinite has no vectorised loop: 12x the time of this test of the exponent bits (all
+        # set: inf or NaN), a third of the read time of a VOC-sized CAM image
+        bits = array.view(np.dtype(np.uint16).newbyteorder(array.dtype.byteorder))
+        return bool((bits & 0x7FFF).max() < 0x7C00)
+    return bool(np.isfinite(array).all())
 
 
 def _link_text(group: h5g.GroupID, name: bytes, kind: int) -> str:
