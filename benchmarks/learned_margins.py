@@ -28,6 +28,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from conftest import TINY_SYNTHETIC, run_snakemake  # noqa: E402
 from test_workflow import deeplab_fit_to_pseudo_labels  # noqa: E402
 from wsss_lib.data.label_png import read_label_png  # noqa: E402
+from wsss_lib.store import StoreReader  # noqa: E402
 
 
 def seeded_overlay(seed: int) -> dict:
@@ -44,9 +45,7 @@ def margins(workdir: Path) -> dict:
     cam = json.loads((results / "cam/miou.json").read_text())
     pseudo = json.loads((results / "refine/miou.json").read_text())
     seg = json.loads((results / "seg/miou.json").read_text())
-    import h5py
-
-    with h5py.File(results / "refine/affinity_labels.h5", "r") as labels:
+    with StoreReader(results / "refine/affinity_labels.h5") as labels:
         agreement = float(labels.attrs["agreement_with_masks"])
         ignored = float(labels.attrs["ignored_fraction"])
     masks = [read_label_png(workdir / p) for p in pd.read_csv(workdir / "results/splits/val.csv")["mask"]]

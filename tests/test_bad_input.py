@@ -220,6 +220,31 @@ def test_cam_store_cut_short_mid_write(cam_copy):
     assert_no_partial_output(cam_copy / "results/baseline/cam/miou.json")
 
 
+@pytest.mark.parametrize("hostile, refusal", [
+    ("external raw storage", "keeps its data in external files"),
+    ("NaN", "holds NaN or infinite values"),
+])
+def test_cam_store_holding_what_no_writer_of_ours_writes(cam_copy, hostile, refusal):
+    store = cam_copy / "results/baseline/cam/cams.h5"
+    train = pd.read_csv(cam_copy / "results/splits/train.csv", dtype=str, keep_default_na=False)
+    image_id = train.loc[train["mask"] != "", "id"].iloc[0]  # an image eval_cams scores
+    with h5py.File(store, "a") as handle:
+        shape = handle[f"{image_id}/high_res"].shape
+        del handle[f"{image_id}/high_res"]
+        if hostile == "NaN":
+            handle[f"{image_id}/high_res"] = np.full(shape, np.nan, np.float16)
+        else:  # a plausible CAM, kept in a file outside the store (as it could be /etc/passwd)
+            outside = cam_copy / "outside.bin"
+            outside.write_bytes(np.full(shape, 0.5, np.float16).tobytes())
+            handle[image_id].create_dataset("high_res", shape=shape, dtype=np.float16,
+                                            external=[(str(outside), 0, outside.stat().st_size)])
+    result = run_snakemake(cam_copy, "--cores", "2", "results/baseline/cam/miou.json", overlay=TINY, check=False)
+    assert result.returncode != 0
+    text = failure_text(cam_copy, result, "eval_cams/baseline.log")
+    assert f"store results/baseline/cam/cams.h5: image '{image_id}' array 'high_res' {refusal}" in text, text
+    assert_no_partial_output(cam_copy / "results/baseline/cam/miou.json")
+
+
 @pytest.mark.parametrize("section", ["defaults", "methods.baseline"])
 def test_config_value_of_the_wrong_type(tmp_path, section):
     overlay = {"device": "cpu"}
