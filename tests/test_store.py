@@ -207,10 +207,19 @@ def test_non_finite_values_are_found_in_every_float_type(tmp_path, dtype):
     with open_store_writer(path, {}) as store:
         store.write("finite", feature=np.array([0, -0.0, largest, -largest, np.finfo(np.dtype(dtype)).tiny], dtype))
         for value in (np.nan, np.inf, -np.inf):
-            store.write(f"has {value}", feature=np.array([[1, 2], [3, value]], dtype))
+            store.write(f"has_{value}", feature=np.array([[1, 2], [3, value]], dtype))
     with StoreReader(path) as store:
         feature = store["finite"]["feature"]
         assert feature.dtype == np.dtype(dtype) and feature[2] == largest
         for value in ("nan", "inf", "-inf"):
-            with pytest.raises(ValueError, match=f"image 'has {value}' array 'feature' holds NaN or infinite values"):
-                store[f"has {value}"]
+            with pytest.raises(ValueError, match=f"image 'has_{value}' array 'feature' holds NaN or infinite values"):
+                store[f"has_{value}"]
+
+
+@pytest.mark.parametrize("image_id", ["sub/2007_000032", "../escape", ".hidden", ""])
+def test_the_writer_refuses_an_id_that_is_not_one(tmp_path, image_id):
+    path = tmp_path / "cams.h5"
+    with pytest.raises(ValueError, match=rf"store {re.escape(str(path))}: invalid image id {re.escape(repr(image_id))}"):
+        with open_store_writer(path, {"method": "baseline"}) as store:
+            store.write(image_id, cam=np.zeros((1, 2, 2), np.float16))
+    assert not path.exists() and list(tmp_path.iterdir()) == []

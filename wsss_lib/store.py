@@ -19,15 +19,18 @@ from h5py import h5d, h5g, h5l, h5o, h5s
 
 from wsss_lib import __version__
 from wsss_lib.atomic import atomic_path
+from wsss_lib.data.ids import check_image_id
 
 
 class StoreWriter:
     """Write image groups into an open HDF5 file; use via :func:`open_store_writer`."""
 
-    def __init__(self, handle: h5py.File):
-        self._handle = handle
+    def __init__(self, handle: h5py.File, path: Path):
+        self._handle, self.path = handle, path
 
     def write(self, image_id: str, compression: str | None = "lzf", **arrays: np.ndarray) -> None:
+        # a group name is a path inside the file ("a/b" makes nested groups): only a valid image id names one
+        check_image_id(image_id, f"store {self.path}")
         if image_id in self._handle:
             raise KeyError(f"image {image_id!r} written twice to {self._handle.filename}")
         group = self._handle.create_group(image_id)
@@ -49,7 +52,7 @@ def open_store_writer(path: str | os.PathLike, attrs: Mapping[str, object]) -> I
             handle.attrs["wsss_lib_version"] = __version__
             for key, value in attrs.items():
                 handle.attrs[key] = value
-            yield StoreWriter(handle)
+            yield StoreWriter(handle, Path(path))
 
 
 class StoreReader:
