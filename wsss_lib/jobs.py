@@ -8,11 +8,10 @@ beside the job a rerun starts, and one of the two dies on the other's output. So
   a second writer of the same outputs is refused, or waits for an orphan to stop, before it does any work;
 - watches the snakemake process that started it and stops when it is gone, the way snakemake stops its jobs
   when it is interrupted: SIGTERM is turned into ``SystemExit``, so the ``finally`` clauses of the atomic
-  writes remove their temporaries on the way out;
-- sends its output and errors to its log.
+  writes remove their temporaries on the way out.
 
 A job that is itself killed (SIGKILL) leaves its temporaries behind; the next writer of the same output removes
-them when it takes the lock. wsss_lib never imports snakemake: the scripts pass the log and output paths.
+them when it takes the lock. wsss_lib never imports snakemake: the scripts pass their output paths.
 """
 
 from __future__ import annotations
@@ -35,10 +34,13 @@ from wsss_lib.atomic import STARTED_BY_ENV, process_start_time, writer_lock
 STOP_GRACE_S = 30.0
 
 
-def start_job(log: str | os.PathLike, outputs: Iterable[str | os.PathLike]) -> None:
-    """Log to ``log``, hold the writer locks of ``outputs`` until the process exits, and stop with the snakemake
-    process that started this job (named by ``WSSS_SNAKEMAKE_PID``, set by rules/common.smk)."""
-    sys.stderr = sys.stdout = open(log, "w", buffering=1)
+def start_job(outputs: Iterable[str | os.PathLike]) -> None:
+    """Hold the writer locks of ``outputs`` until the process exits, and stop with the snakemake process that
+    started this job (named by ``WSSS_SNAKEMAKE_PID``, set by rules/common.smk).
+
+    Called by each workflow script once it has sent its output to its log (before it imports wsss_lib, so what
+    the import prints is logged too).
+    """
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     locks = contextlib.ExitStack()
     for output in outputs:

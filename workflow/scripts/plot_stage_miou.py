@@ -1,6 +1,10 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
 from wsss_lib.jobs import start_job
 
-start_job(snakemake.log[0], snakemake.output)
+start_job(snakemake.output)
 
 from wsss_lib.stages.figures import plot_stage_miou
 
