@@ -79,6 +79,14 @@ def run_split(workdir: Path, voc: Path):
     return run_snakemake(workdir, "--cores", "1", "results/splits/train.csv", overlay=overlay, check=False)
 
 
+def failed_split(workdir: Path, voc: Path) -> str:
+    """The split job on ``voc`` fails and leaves no split table: what snakemake and the job's log say."""
+    result = run_split(workdir, voc)
+    assert result.returncode != 0
+    assert_no_partial_output(workdir / "results/splits/train.csv")
+    return failure_text(workdir, result, "prepare_splits/train.log")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupt_jpeg_in_the_dataset(tmp_path, damage):
     voc = voc_tree(tmp_path / "voc")
@@ -90,31 +98,22 @@ def test_corrupt_jpeg_in_the_dataset(tmp_path, damage):
     noisy.save(buffer, format="JPEG")
     image.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2] if damage == "truncated"
                       else b"this is no image at all\n" * 20)
-    result = run_split(tmp_path, voc)
-    assert result.returncode != 0
-    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    text = failed_split(tmp_path, voc)
     assert f"cannot read image {image}" in text and (damage != "truncated" or "is truncated" in text), text
-    assert_no_partial_output(tmp_path / "results/splits/train.csv")
 
 
 def test_mask_of_another_size_than_its_image(tmp_path):
     voc = voc_tree(tmp_path / "voc")
     mask = voc / "SegmentationClass" / f"{VOC_IDS[2]}.png"
     write_label_png(mask, np.zeros((9, 10), np.uint8))
-    result = run_split(tmp_path, voc)
-    assert result.returncode != 0
-    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    text = failed_split(tmp_path, voc)
     assert f"mask {mask} is 9x10" in text and f"{VOC_IDS[2]}.jpg is 8x10" in text, text
-    assert_no_partial_output(tmp_path / "results/splits/train.csv")
 
 
 def test_image_listed_twice_in_a_split(tmp_path):
     voc = voc_tree(tmp_path / "voc", split_lines=[*VOC_IDS, VOC_IDS[0]])
-    result = run_split(tmp_path, voc)
-    assert result.returncode != 0
-    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    text = failed_split(tmp_path, voc)
     assert str(voc / "ImageSets/Segmentation/train.txt") in text and f"more than once: ['{VOC_IDS[0]}']" in text, text
-    assert_no_partial_output(tmp_path / "results/splits/train.csv")
 
 
 def files_outside(root: Path, *inside: Path) -> set[Path]:
@@ -132,12 +131,9 @@ def test_image_id_that_is_a_path(tmp_path, bad_id):
         shutil.copy(voc / folder / f"{VOC_IDS[0]}{suffix}", voc / folder / f"{bad_id}{suffix}")
     assert (tmp_path / "voc" / "escape_probe.jpg").is_file() or bad_id.startswith("sub/")
     before = files_outside(tmp_path)
-    result = run_split(tmp_path, voc)
-    assert result.returncode != 0
-    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    text = failed_split(tmp_path, voc)
     assert f"split list {voc / 'ImageSets/Segmentation/train.txt'}, line 4: invalid image id {bad_id!r}: it holds a " \
            f"path separator" in text, text
-    assert_no_partial_output(tmp_path / "results/splits/train.csv")
     assert files_outside(tmp_path, tmp_path / "results", tmp_path / ".snakemake") == before
 
 
@@ -145,12 +141,9 @@ def test_png_claiming_20000_by_20000_pixels_named_jpg(tmp_path):
     voc = voc_tree(tmp_path / "voc")
     image = voc / "JPEGImages" / f"{VOC_IDS[1]}.jpg"
     png_claiming(image, 20000, 20000)
-    result = run_split(tmp_path, voc)
-    assert result.returncode != 0
-    text = failure_text(tmp_path, result, "prepare_splits/train.log")
+    text = failed_split(tmp_path, voc)
     assert f"image {image} claims 20000x20000 (WxH) = 400,000,000 pixels, over the decompression-bomb limit of " \
            f"{Image.MAX_IMAGE_PIXELS:,} pixels" in text, text
-    assert_no_partial_output(tmp_path / "results/splits/train.csv")
 
 
 def test_photo_turned_by_its_exif_orientation_with_a_mask_of_the_displayed_photo(tmp_path):
@@ -168,12 +161,9 @@ def test_photo_turned_by_its_exif_orientation_with_a_mask_of_the_displayed_photo
     write_label_png(voc / "SegmentationClass" / f"{VOC_IDS[1]}.png", (stored[..., 0] > 128) * 2)  # as stored
     workdir = tmp_path / "second"  # the split table above is up to date in the first: Snakemake would not rerun
     workdir.mkdir()
-    result = run_split(workdir, voc)
-    assert result.returncode != 0
-    text = failure_text(workdir, result, "prepare_splits/train.log")
+    text = failed_split(workdir, voc)
     assert f"is 8x10 (HxW) but its image {voc / 'JPEGImages' / VOC_IDS[1]}.jpg is 10x8 as displayed (its EXIF " \
            f"Orientation is 6; stored 8x10)" in text, text
-    assert_no_partial_output(workdir / "results/splits/train.csv")
 
 
 def test_split_csv_missing_a_class_column(cam_copy):
