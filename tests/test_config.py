@@ -122,13 +122,28 @@ def test_protocol_sits_between_defaults_and_the_dataset():
         method_config(config, "plain")
 
 
-def test_the_demo_runs_every_method_on_its_own_schedule():
-    """The synthetic demo's small CNN from scratch keeps one CPU schedule whatever protocol a method names."""
-    config = load_config()
-    without = {**config, "protocols": {}, "methods": {m: {k: v for k, v in (b or {}).items() if k != "protocol"}
-                                                      for m, b in config["methods"].items()}}
-    for method in config["methods"]:
-        assert method_config(config, method)["train_cam"] == method_config(without, method)["train_cam"], method
+def test_a_protocol_holds_what_differs_from_the_base_protocol_it_names():
+    config = {
+        "dataset": "synthetic",
+        "defaults": {"train_cam": {"lr": 0.1, "epochs": 5, "crop": 512, "split": "train"}},
+        "protocols": {"seed": {"train_cam": {"lr": 0.2, "epochs": 15, "crop": 300}},
+                      "seed_long": {"protocol": "seed", "train_cam": {"epochs": 25}},
+                      "seed_aug": {"protocol": "seed_long", "train_cam": {"split": "train_aug", "lr": 0.05}},
+                      "loop": {"protocol": "loop2"}, "loop2": {"protocol": "loop"}, "orphan": {"protocol": "nope"}},
+        "synthetic": {"hparams": {"train_cam": {"crop": 64}}},
+        "methods": {"long": {"protocol": "seed_long"}, "aug": {"protocol": "seed_aug"}, "loop": {"protocol": "loop"},
+                    "orphan": {"protocol": "orphan"}},
+    }
+    assert method_config(config, "long") == {"protocol": "seed_long",
+                                             "train_cam": {"lr": 0.2, "epochs": 25, "crop": 64, "split": "train"}}
+    assert method_config(config, "aug") == {"protocol": "seed_aug",
+                                            "train_cam": {"lr": 0.05, "epochs": 25, "crop": 64, "split": "train_aug"}}
+    with pytest.raises(ValueError, match="loop -> loop2 -> loop"):
+        method_config(config, "loop")
+    with pytest.raises(KeyError, match="protocol 'orphan' follows protocol 'nope'"):
+        method_config(config, "orphan")
+    config["synthetic"]["hparams"]["train_cam"]["epochs"] = 3  # the dataset's sizing wins over every protocol
+    assert method_config(config, "aug")["train_cam"]["epochs"] == 3
 
 
 def test_deep_merge_replaces_lists_and_scalars():
@@ -227,3 +242,228 @@ def test_check_config_wants_train_aug_to_hold_train():
         check_config(config)
     config["synthetic"]["n_train_aug"] = 64
     check_config(config)
+
+
+# The effective schedule of every method under every shipped config combination: CAM training, refinement and
+# segmentation, each value a literal beside the source (paper / reference repository) or the dataset sizing that sets it.
+SHIPPED = {  # combination -> files merged over config.yaml (in --configfile order), then --config values
+    "default": ([], {}),
+    "voc12": ([], {"dataset": "voc12"}),
+    "voc_sample": (["voc_sample.yaml"], {}),
+    "voc_sample_cpu_deeplab": (["voc_sample.yaml", "voc_sample_cpu_deeplab.yaml"], {}),
+    "train_aug": (["train_aug.yaml"], {}),
+}
+
+
+def shipped_config(combination):
+    files, overrides = SHIPPED[combination]
+    config = load_config()
+    for name in files:
+        config = deep_merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    return {**config, **overrides}
+
+
+# The synthetic demo (config.yaml synthetic.hparams: small_cnn_w16 from scratch on 240 images, on a CPU): one schedule
+# for every method.
+DEMO_CAM = {
+    "train_cam.epochs": 18,                  # synthetic sizing
+    "train_cam.lr": 0.05,                    # synthetic sizing
+    "train_cam.batch_size": 16,              # synthetic sizing
+    "train_cam.crop": 128,                   # synthetic sizing: the whole 128 px image
+    "train_cam.resize_long": [112, 144],     # synthetic sizing
+    "train_cam.split": "train",              # defaults (IRN's and the seed's train; no sizing names one)
+    "train_cam.select": "last",              # synthetic sizing (validation only informs the log)
+    "train_cam.momentum": 0.9,               # synthetic sizing
+    "train_cam.new_layer_lr_mult": 10,       # synthetic sizing
+    "train_cam.poly_steps": None,            # synthetic sizing: the poly decay spans the run
+    "train_cam.grad_clip_norm": None,        # synthetic sizing
+    "train_cam.early_stop_patience": None,   # synthetic sizing
+    "train_cam.warmup_steps": 60,            # synthetic sizing (Goyal et al. 2017 warm-up)
+}
+DEMO_REFINE = {
+    "refine.affinity.init": "cam",           # synthetic sizing: no ImageNet weights, start from the CAM net
+    "refine.affinity.epochs": 3,             # synthetic sizing
+    "refine.affinity.lr": 0.05,              # synthetic sizing
+    "refine.affinity.momentum": 0.9,         # synthetic sizing
+    "refine.affinity.crop": 128,             # synthetic sizing
+    "refine.affinity.batch_size": 8,         # PSA train_aff.py batch_size (defaults)
+    "refine.affinity.output_stride": 8,      # PSA's stride-8 ResNet-38 (defaults)
+    "refine.random_walk.background": "power",  # PSA infer_aff.py (defaults)
+    "refine.random_walk.alpha": 16,          # PSA infer_aff.py --alpha 16 (defaults)
+    "refine.random_walk.threshold": 0.25,    # IRN sem_seg_bg_thres (defaults; unused with background: power)
+    "refine.random_walk.beta": 16,           # synthetic sizing (PSA: 8)
+    "refine.random_walk.exp_times": 8,       # PSA infer_aff.py --logt 8 (defaults)
+}
+DEMO_SEGMENT = {
+    "segment.iterations": 400,               # synthetic sizing
+    "segment.lr": 0.02,                      # synthetic sizing
+    "segment.batch_size": 10,                # DeepLab-v2 (defaults)
+    "segment.crop": 96,                      # synthetic sizing
+    "segment.split": "train",                # synthetic sizing: the 240 train pseudo-labels
+    "segment.backbone": "small_cnn_w16",     # synthetic sizing
+    "segment.init": "cam",                   # synthetic sizing
+}
+DEMO = {**DEMO_CAM, **DEMO_REFINE, **DEMO_SEGMENT}
+
+# Full VOC 2012 (voc12.hparams is empty): each method's protocol over the defaults.
+VOC_CAM_MVA_WSSS = {  # liuvince/mva-wsss utils/utils.py defaults, train_cam.py, dataset.py
+    "train_cam.epochs": 15,                  # --max_epochs 15
+    "train_cam.lr": 0.1,                     # --lr 0.1
+    "train_cam.batch_size": 8,               # --train_batch_size 8
+    "train_cam.crop": 300,                   # RandomCrop(300)
+    "train_cam.resize_long": [256, 512],     # RandomResizeLong(256, 512)
+    "train_cam.split": "train",              # data_train.csv: the 1,464 train images (defaults)
+    "train_cam.select": "best_val_accuracy", # ModelCheckpoint(monitor="val_accuracy")
+    "train_cam.momentum": 0.0,               # PolyOptimizer: the weight decay in SGD's momentum slot
+    "train_cam.new_layer_lr_mult": 1,        # configure_optimizers: every group at --lr
+    "train_cam.poly_steps": 100000,          # PolyOptimizer(max_step=100000)
+    "train_cam.grad_clip_norm": 1.0,         # pl.Trainer(gradient_clip_val=1)
+    "train_cam.early_stop_patience": 10,     # EarlyStopping(patience=10)
+    "train_cam.warmup_steps": 0,             # no warm-up
+}
+VOC_CAM_SC_CAM = {  # Juliachang/SC-CAM train_cls.py defaults and script.sh
+    "train_cam.epochs": 61,                  # --max_epoches 61
+    "train_cam.lr": 0.01,                    # script.sh --lr 0.01
+    "train_cam.batch_size": 16,              # --batch_size 16
+    "train_cam.crop": 224,                   # --crop_size 224
+    "train_cam.resize_long": [256, 512],     # ResizeLong(img, 256, 512)
+    "train_cam.split": "train",              # defaults
+    "train_cam.select": "lowest_train_loss", # weights saved at the lowest epoch loss
+    "train_cam.momentum": 0.0,               # PolyOptimizer: the weight decay in SGD's momentum slot
+    "train_cam.new_layer_lr_mult": 10,       # 10x on the new classifier layers
+    "train_cam.poly_steps": None,            # PolyOptimizer over the run (IRN defaults)
+    "train_cam.grad_clip_norm": None,        # no clipping (IRN defaults)
+    "train_cam.early_stop_patience": None,   # no early stop (IRN defaults)
+    "train_cam.warmup_steps": 0,             # no warm-up
+}
+VOC_REFINE = {  # PSA (Ahn & Kwak CVPR 2018) train_aff.py / infer_aff.py, the defaults
+    "refine.affinity.init": "pretrained",    # PSA: ImageNet weights
+    "refine.affinity.epochs": 8,             # PSA max_epoches
+    "refine.affinity.lr": 0.1,               # PSA lr
+    "refine.affinity.momentum": 0.0,         # PSA PolyOptimizer: the weight decay in SGD's momentum slot
+    "refine.affinity.crop": 448,             # PSA README --crop_size 448
+    "refine.affinity.batch_size": 8,         # PSA batch_size
+    "refine.affinity.output_stride": 8,      # PSA's stride-8 ResNet-38
+    "refine.random_walk.background": "power",  # PSA infer_aff.py
+    "refine.random_walk.alpha": 16,          # PSA --alpha 16
+    "refine.random_walk.threshold": 0.25,    # IRN sem_seg_bg_thres (unused with background: power)
+    "refine.random_walk.beta": 8,            # PSA --beta 8
+    "refine.random_walk.exp_times": 8,       # PSA --logt 8
+}
+VOC_SEGMENT = {  # DeepLab-v2 (Chen et al. TPAMI 2017; kazuto1011/deeplab-pytorch voc12.yaml), the defaults
+    "segment.iterations": 20000,
+    "segment.lr": 0.00025,
+    "segment.batch_size": 10,
+    "segment.crop": 321,
+    "segment.split": "train_aug",            # the 10,582 of train_aug
+    "segment.backbone": "resnet101",
+    "segment.init": "pretrained",            # ImageNet
+}
+
+# The real VOC sample (config/voc_sample.yaml voc12.hparams, efficientnet_lite0 on 2 CPU cores): its sizing for every
+# method; the rest of the CAM schedule is the method's protocol.
+SAMPLE_CAM = {
+    "train_cam.epochs": 5,                   # voc_sample sizing
+    "train_cam.lr": 0.01,                    # voc_sample sizing
+    "train_cam.batch_size": 8,               # voc_sample sizing
+    "train_cam.crop": 320,                   # voc_sample sizing
+    "train_cam.resize_long": [256, 400],     # voc_sample sizing
+    "train_cam.split": "train_aug",          # voc_sample sizing: all 300 sample photos
+    "train_cam.momentum": 0.9,               # voc_sample sizing
+    "train_cam.new_layer_lr_mult": 10,       # voc_sample sizing
+}
+SAMPLE_CAM_MVA_WSSS = {**SAMPLE_CAM, **{k: VOC_CAM_MVA_WSSS[k] for k in (  # mva-wsss, as above
+    "train_cam.select", "train_cam.poly_steps", "train_cam.grad_clip_norm", "train_cam.early_stop_patience",
+    "train_cam.warmup_steps")}}
+SAMPLE_CAM_SC_CAM = {**SAMPLE_CAM, **{k: VOC_CAM_SC_CAM[k] for k in (  # SC-CAM, as above
+    "train_cam.select", "train_cam.poly_steps", "train_cam.grad_clip_norm", "train_cam.early_stop_patience",
+    "train_cam.warmup_steps")}}
+SAMPLE_REFINE = {
+    **VOC_REFINE,                            # PSA, except:
+    "refine.affinity.lr": 0.01,              # voc_sample sizing
+    "refine.affinity.momentum": 0.9,         # voc_sample sizing
+    "refine.affinity.crop": 320,             # voc_sample sizing
+    "refine.affinity.output_stride": 16,     # voc_sample sizing
+    "refine.random_walk.background": "threshold",  # voc_sample sizing: IRN's background
+    "refine.random_walk.beta": 16,           # voc_sample sizing
+}
+CPU_DEEPLAB_SEGMENT = {  # config/voc_sample_cpu_deeplab.yaml
+    "segment.iterations": 200,               # voc_sample_cpu_deeplab sizing
+    "segment.lr": 0.00025,                   # DeepLab-v2 (defaults)
+    "segment.batch_size": 8,                 # voc_sample_cpu_deeplab sizing
+    "segment.crop": 320,                     # voc_sample_cpu_deeplab sizing
+    "segment.split": "train_aug",            # defaults
+    "segment.backbone": "efficientnet_lite0",  # voc_sample_cpu_deeplab sizing: the CAM net's
+    "segment.init": "cam",                   # voc_sample_cpu_deeplab sizing
+}
+
+MVA_WSSS_METHODS = ("baseline", "mixup", "manifold_mixup", "sce", "sct")
+EFFECTIVE = {
+    "default": {**dict.fromkeys(MVA_WSSS_METHODS + ("fmix", "sc_cam"), DEMO),
+                "fmix_aug": {**DEMO, "train_cam.split": "train_aug"}},  # mva_wsss_fmix_v2: --data_train data_train_aug.csv
+    "voc12": {
+        **{m: {**VOC_CAM_MVA_WSSS, **VOC_REFINE, **VOC_SEGMENT} for m in MVA_WSSS_METHODS},
+        "fmix": {**VOC_CAM_MVA_WSSS, **VOC_REFINE, **VOC_SEGMENT,
+                 "train_cam.epochs": 25},    # mva_wsss_fmix: mva-wsss README --max_epochs 25
+        "fmix_aug": {**VOC_CAM_MVA_WSSS, **VOC_REFINE, **VOC_SEGMENT,  # mva_wsss_fmix_v2, mva-wsss README step 9:
+                     "train_cam.epochs": 20,         # --max_epochs 20
+                     "train_cam.lr": 0.05,           # --lr 0.05
+                     "train_cam.split": "train_aug"},  # --data_train data_train_aug.csv
+        "sc_cam": {**VOC_CAM_SC_CAM, **VOC_REFINE, **VOC_SEGMENT}},
+    "voc_sample": {
+        **{m: {**SAMPLE_CAM_MVA_WSSS, **SAMPLE_REFINE, **VOC_SEGMENT} for m in MVA_WSSS_METHODS + ("fmix_aug",)},
+        "fmix": {**SAMPLE_CAM_MVA_WSSS, **SAMPLE_REFINE, **VOC_SEGMENT,
+                 "train_cam.epochs": 10},    # voc_sample's own fmix block
+        "sc_cam": {**SAMPLE_CAM_SC_CAM, **SAMPLE_REFINE, **VOC_SEGMENT}},
+    "train_aug": {m: {**DEMO, "train_cam.split": "train_aug"}  # config/train_aug.yaml
+                  for m in MVA_WSSS_METHODS + ("fmix", "fmix_aug", "sc_cam")},
+}
+EFFECTIVE["voc_sample_cpu_deeplab"] = {m: {**row, **CPU_DEEPLAB_SEGMENT} for m, row in EFFECTIVE["voc_sample"].items()}
+
+
+def test_the_table_covers_every_method_and_combination():
+    assert set(EFFECTIVE) == set(SHIPPED)
+    for combination, rows in EFFECTIVE.items():
+        assert set(rows) == set(load_config()["methods"]), combination
+
+
+@pytest.mark.parametrize("combination", sorted(SHIPPED))
+def test_shipped_combination_is_valid(combination):
+    config = shipped_config(combination)
+    validate(config, SCHEMA)
+    check_config(config)
+
+
+@pytest.mark.parametrize("method", sorted(PROTOCOLS))
+@pytest.mark.parametrize("combination", sorted(SHIPPED))
+def test_effective_schedule_of_every_method_under_every_shipped_config(combination, method):
+    effective = method_config(shipped_config(combination), method)
+    mismatched = {key: (dotted(effective, key), value) for key, value in EFFECTIVE[combination][method].items()
+                  if dotted(effective, key) != value}
+    assert not mismatched, mismatched  # key: (effective, expected)
+
+
+SCHEDULE_KEYS = {"epochs", "lr", "split", "batch_size", "crop", "resize_long", "select", "poly_steps", "iterations",
+                 "grad_clip_norm", "early_stop_patience", "warmup_steps", "momentum", "new_layer_lr_mult"}
+
+
+def schedule_keys(block, path=""):
+    for key, value in (block or {}).items():
+        if isinstance(value, dict):
+            yield from schedule_keys(value, f"{path}{key}.")
+        elif key in SCHEDULE_KEYS:
+            yield f"{path}{key}"
+
+
+def test_a_method_block_says_what_the_method_is_and_its_protocol_the_schedule():
+    config = load_config()
+    assert {m: sorted(schedule_keys({k: v for k, v in (b or {}).items() if k != "published"}))
+            for m, b in config["methods"].items()} == {m: [] for m in config["methods"]}
+    assert {m: b["protocol"] for m, b in config["methods"].items()} == {
+        **dict.fromkeys(MVA_WSSS_METHODS, "mva_wsss"), "fmix": "mva_wsss_fmix", "fmix_aug": "mva_wsss_fmix_v2",
+        "sc_cam": "sc_cam"}
+
+
+def test_the_train_aug_switch_is_one_value():
+    switch = yaml.safe_load((REPO / "config" / "train_aug.yaml").read_text())
+    assert switch == {"defaults": {"train_cam": {"split": "train_aug"}}}

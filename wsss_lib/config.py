@@ -1,15 +1,21 @@
 """Configuration: per-method merging and provenance hashing.
 
-The workflow config has ``defaults`` (reference hyper-parameters), ``protocols`` (named training
-schedules as a source publishes them, e.g. mva-wsss's or SC-CAM's), a per-dataset ``hparams`` block
-(e.g. the CPU-sized synthetic demo) and ``methods`` (overrides only; ``protocol`` names the schedule
-a method follows). A method's effective config is
+The workflow config has four layers, each with one meaning:
 
-    defaults <- protocols[<method>.protocol] <- <dataset>.hparams <- methods[<method>]
+- ``defaults``: reference hyper-parameters (IRN's CAM schedule, PSA's refinement, DeepLab-v2);
+- ``protocols``: a source's training *schedule* (epochs, lr, split, batch, crop, checkpoint rule), e.g.
+  mva-wsss's or SC-CAM's; a protocol may name a base protocol (``protocol:``) and hold only what differs from it
+  (mva-wsss's FMix runs: ``mva_wsss_fmix`` and ``mva_wsss_fmix_v2`` over ``mva_wsss``);
+- ``<dataset>.hparams``: the dataset's sizing (e.g. the CPU-sized synthetic demo), the same for every method;
+- ``methods``: what a method *is* (mixing, loss terms and weights, sub-category settings), and the name of the
+  protocol it follows.
 
-so a dataset's sizing (epochs, crop, batch, lr for its backbone) overrides a protocol's VOC values,
-and what is specific to one method wins over both. It is what reaches the method's rules as
-``params``, so editing one method's block reruns exactly that method's jobs.
+A method's effective config is
+
+    defaults <- protocols[<base>] <- protocols[<method>.protocol] <- <dataset>.hparams <- methods[<method>]
+
+so a dataset's sizing wins over every protocol value it names, for every method. It is what reaches the method's
+rules as ``params``, so editing one method's block reruns exactly that method's jobs.
 """
 
 from __future__ import annotations
@@ -34,24 +40,41 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> d
     return merged
 
 
+def protocol_layers(protocols: Mapping[str, Any], name: str | None, named_by: str) -> dict[str, Mapping[str, Any]]:
+    """``{"protocols.<name>": block}`` for protocol ``name`` and the base protocols it names (``protocol:``), base
+    first, each block without its ``protocol`` key; {} for None. A KeyError names an unknown protocol and who named
+    it; a ValueError a protocol that is its own base."""
+    chain: list[str] = []
+    while name is not None:
+        if name not in protocols:
+            raise KeyError(f"{named_by} follows protocol {name!r}, which config 'protocols' lacks; it has: "
+                           f"{', '.join(sorted(protocols)) or 'none'}")
+        if name in chain:
+            raise ValueError(f"config protocols {' -> '.join([*chain, name])}: a protocol cannot be its own base")
+        chain.append(name)
+        named_by = f"protocol {name!r}"
+        name = (protocols[name] or {}).get("protocol")
+    return {f"protocols.{name}": {k: v for k, v in (protocols[name] or {}).items() if k != "protocol"}
+            for name in reversed(chain)}
+
+
 def method_config(config: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """The effective hyper-parameters of ``method``: defaults <- its protocol <- dataset hparams <- method block
-    (the block's ``protocol`` key itself is kept, so the effective config says which schedule it follows)."""
+    """The effective hyper-parameters of ``method``: defaults <- its protocol (after the protocols it is based on)
+    <- dataset hparams <- method block (the block's ``protocol`` key itself is kept, so the effective config says
+    which schedule it follows)."""
     methods = config.get("methods", {})
     if method not in methods:
         raise KeyError(f"unknown method {method!r}; config 'methods' has: {', '.join(sorted(methods))}")
     block = methods[method] or {}
     protocols = config.get("protocols") or {}
-    protocol = block.get("protocol")
-    if protocol is not None and protocol not in protocols:
-        raise KeyError(f"method {method!r} follows protocol {protocol!r}, which config 'protocols' lacks; it has: "
-                       f"{', '.join(sorted(protocols)) or 'none'}")
-    layers = {"defaults": config["defaults"], f"protocols.{protocol}": protocols.get(protocol) or {},
+    for name, layer in {"defaults": config["defaults"],
+                        f"{config['dataset']}.hparams": config.get(config["dataset"], {}).get("hparams") or {}}.items():
+        if "protocol" in layer:
+            raise ValueError(f"config {name} sets 'protocol', which only a method block or a protocol may name")
+    layers = {"defaults": config["defaults"], **protocol_layers(protocols, block.get("protocol"), f"method {method!r}"),
               f"{config['dataset']}.hparams": config.get(config["dataset"], {}).get("hparams") or {}}
     merged: dict[str, Any] = {}
-    for name, layer in layers.items():
-        if "protocol" in layer:
-            raise ValueError(f"config {name} sets 'protocol', which only a method block may name")
+    for layer in layers.values():
         merged = deep_merge(merged, layer)
     return deep_merge(merged, block)
 
