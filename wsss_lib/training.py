@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -117,24 +117,24 @@ class ResumeSpec:
             raise ValueError(f"set exactly one of every_epochs / every_steps, to at least 1; got "
                              f"every_epochs={self.every_epochs}, every_steps={self.every_steps}")
 
+    @classmethod
+    def for_job(cls, path: str | os.PathLike, params: Mapping[str, Any], inputs: Iterable[str | os.PathLike],
+                intervals: Mapping[str, int], per: str = "epochs") -> "ResumeSpec":
+        """The spec of a Snakemake training job from plain values its script reads off the job: ``path`` (the
+        rule's ``params.resume``), ``params`` and ``inputs`` (all of them: ``job_fingerprint`` hashes them) and
+        ``intervals`` (the config's ``resume`` block). ``per`` "epochs" takes ``every_epochs``, "iterations"
+        ``every_iterations`` (saved as optimizer steps). The interval comes from the config, not params, so it
+        is not part of the job's identity.
+        """
+        from wsss_lib.config import job_fingerprint
 
-def job_resume(job, per: str = "epochs") -> ResumeSpec:
-    """The :class:`ResumeSpec` of a Snakemake training job (``job``: the ``snakemake`` object of its script).
-
-    Path: the rule's ``params.resume``; fingerprint: ``job_fingerprint`` of all its params and inputs;
-    interval: the config's ``resume`` block, ``per`` "epochs" (``every_epochs``) or "iterations"
-    (``every_iterations``, saved as optimizer steps). Read from the config, not params, so it is not
-    part of the job's identity.
-    """
-    from wsss_lib.config import job_fingerprint
-
-    fingerprint = job_fingerprint(dict(job.params.items()), job.input)
-    every = job.config["resume"][f"every_{per}"]
-    if per == "epochs":
-        return ResumeSpec(job.params.resume, fingerprint, every_epochs=every)
-    if per == "iterations":
-        return ResumeSpec(job.params.resume, fingerprint, every_steps=every)
-    raise ValueError(f"resume interval per {per!r}: choose epochs or iterations")
+        fingerprint = job_fingerprint(params, inputs)
+        every = intervals[f"every_{per}"]
+        if per == "epochs":
+            return cls(path, fingerprint, every_epochs=every)
+        if per == "iterations":
+            return cls(path, fingerprint, every_steps=every)
+        raise ValueError(f"resume interval per {per!r}: choose epochs or iterations")
 
 
 class BatchLoss(Protocol):
