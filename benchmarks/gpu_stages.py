@@ -31,7 +31,7 @@ What is timed (one-off startup is excluded where the stage allows it):
 * Training stages (train_cam, train_affinity, train_deeplab) run 1 + --epochs epochs (DeepLab: its
   iterations set to that many passes over the images). Epoch 1 is the warm-up: it starts the loader's
   worker, allocates the device's memory pool and lets cuDNN pick its kernels for the fixed crop. The
-  timed part is the training loop's own clock for epochs 2 onwards (wsss_lib.training.train_classifier's
+  timed part is the training loop's own clock for epochs 2 onwards (wsss_lib.training.fit's
   per-epoch ``seconds``, read after the loop has waited for the device), so building the net and saving
   it are not counted either.
   Images timed = steps x batch. train_cam's epochs include their validation pass (``val_every``), as
@@ -53,7 +53,7 @@ sizes, which makes some of its batches smaller.
 
 Running it on a machine whose python3 has its own torch and torchvision (e.g. a GPU host with no
 internet): the script puts this checkout first on sys.path, so wsss_lib comes from the tree and needs no
-install. wsss_lib needs torch >= 2.3 (training.py builds ``torch.amp.GradScaler("cuda")``) and torchvision
+install. wsss_lib needs torch >= 2.3 (device.py builds ``torch.amp.GradScaler("cuda")``) and torchvision
 >= 0.13 (backbones.py names its weights enums at import). The stages import, at module level, numpy,
 Pillow, pandas, h5py, scikit-learn (training.py's mAP; it brings scipy, joblib and threadpoolctl), tqdm
 and torchvision; the CRF of crf_labels and infer_deeplab imports pydensecrf (wheel: pydensecrf2) in its
@@ -93,11 +93,11 @@ from wsss_lib.config import deep_merge, method_config  # noqa: E402
 from wsss_lib.data.label_png import write_label_png  # noqa: E402
 from wsss_lib.data.synthetic import render_image  # noqa: E402
 from wsss_lib.data.voc import build_split_table  # noqa: E402
+from wsss_lib.device import loader_workers, resolve_device  # noqa: E402
 from wsss_lib.report import write_json  # noqa: E402
 from wsss_lib.stages.cam import make_cams, train_cam  # noqa: E402
 from wsss_lib.stages.refine import crf_labels, random_walk, train_affinity  # noqa: E402
 from wsss_lib.stages.segment import infer_deeplab, train_deeplab  # noqa: E402
-from wsss_lib.training import loader_workers, resolve_device  # noqa: E402
 
 CONFIG = REPO / "config" / "config.yaml"
 

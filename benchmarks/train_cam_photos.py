@@ -8,7 +8,7 @@ validation after each epoch overridden. For each epoch it prints the training im
 seconds, images per second (the training loop's clock, validation included as production runs it), the
 share of the epoch spent waiting for data, the validation mAP where the epoch validated, and the peak GPU
 memory. On CUDA the loop trains under autocast (bfloat16 where the GPU supports it, float16 with a
-GradScaler otherwise: wsss_lib.training.amp_dtype), channels-last and with cuDNN autotuning for the
+GradScaler otherwise: wsss_lib.device.amp_dtype), channels-last and with cuDNN autotuning for the
 fixed crop.
 
 Issue 11's GPU check, on the VOC sample with ResNet-50 from random weights (nothing can be fetched there):
@@ -38,9 +38,9 @@ from gpu_stages import RANDOM_INIT, configured_hparams  # noqa: E402
 from wsss_lib.classes import VOC_CLASSES  # noqa: E402
 from wsss_lib.config import deep_merge  # noqa: E402
 from wsss_lib.data.voc import build_split_table  # noqa: E402
+from wsss_lib.device import amp_dtype, resolve_device  # noqa: E402
 from wsss_lib.report import write_json  # noqa: E402
 from wsss_lib.stages.cam import train_cam  # noqa: E402
-from wsss_lib.training import amp_dtype, resolve_device  # noqa: E402
 
 
 def run(root: Path, work: Path, hp: dict, *, device: str, threads: int) -> dict:

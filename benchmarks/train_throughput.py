@@ -11,7 +11,7 @@ share of each epoch the loop spent waiting for a batch.
         --crop 320 --batch 8 --voc-root ../shared/voc_sample --split train_aug --resize-long 256 400
 
 Threads: the run gets ``--threads`` (as a Snakemake job of that many threads does) and as many loader workers
-as the loop gives a job of that size (wsss_lib.training.loader_workers), or ``--workers`` to force a number.
+as the loop gives a job of that size (wsss_lib.device.loader_workers), or ``--workers`` to force a number.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.objectives import Objective, build_batch_loss
 from wsss_lib.stages.cam import train_transform
 from wsss_lib import training
-from wsss_lib.training import TrainSettings, build_optimizer, set_train_mode, train_classifier
+from wsss_lib.training import TrainSettings, build_optimizer, fit, set_train_mode
 
 
 def bare_loop(model, batch: int, crop: int, n_classes: int, steps: int, settings: TrainSettings) -> float:
@@ -99,8 +99,8 @@ def main() -> None:
         model = build_cam_net(args.backbone, len(names), args.pretrained, args.output_stride)
         dataset = ClassificationDataset(table, train_transform(opts, model.backbone.input_mean,
                                                                model.backbone.input_std))
-        rows = train_classifier(model, dataset, None, settings, build_batch_loss(Objective()), torch.device("cpu"),
-                                Path(tmp) / "log.csv")
+        rows = fit(model, dataset, None, settings, build_batch_loss(Objective()), torch.device("cpu"),
+                   Path(tmp) / "log.csv")
         steps = len(dataset) // args.batch
         steady = rows[1:] or rows  # the first epoch also starts the loader's worker
         pipeline = steps * args.batch * len(steady) / sum(row["seconds"] for row in steady)

@@ -14,9 +14,9 @@ from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import build_split_table
 from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.objectives import Objective, build_batch_loss
-from wsss_lib import training
-from wsss_lib.training import (EpochOrder, ResumeSpec, TrainSettings, epoch_seed, exact_match_accuracy,
-                               mean_average_precision, poly_schedule, train_classifier)
+from wsss_lib import device, training
+from wsss_lib.training import (EpochOrder, ResumeSpec, TrainSettings, epoch_seed, exact_match_accuracy, fit,
+                               mean_average_precision, poly_schedule)
 
 BASELINE = build_batch_loss(Objective())
 MIXUP = build_batch_loss(Objective(mixing="mixup", alpha=0.4, entropy_weight=0.02))
@@ -166,7 +166,7 @@ def test_epoch_order_is_one_permutation_per_epoch_served_from_any_position():
 def test_training_logs_and_resumes_exactly_after_an_epoch(tiny_sets, tmp_path, capsys):
     train_set, val_set = tiny_sets
     reference = fresh_model()
-    rows = train_classifier(reference, train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "ref.csv")
+    rows = fit(reference, train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "ref.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all(0 <= r["val_map"] <= 1 for r in rows)
     assert rows[-1]["lr"] == 0.0
 
@@ -176,12 +176,12 @@ def test_training_logs_and_resumes_exactly_after_an_epoch(tiny_sets, tmp_path, c
 
     resume = ResumeSpec(tmp_path / "state" / "resume.pt", "job-a", every_epochs=1)
     with pytest.raises(Preempted):
-        train_classifier(fresh_model(), train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "run.csv", resume,
-                         on_epoch_end=preempt_in_epoch_two)
+        fit(fresh_model(), train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "run.csv", resume,
+            on_epoch_end=preempt_in_epoch_two)
     assert resume.path.is_file() and saved_steps(capsys.readouterr().out) == [4]
     resumed = fresh_model()  # a new process: only the saved state carries over
-    resumed_rows = train_classifier(resumed, train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "run.csv",
-                                    resume)
+    resumed_rows = fit(resumed, train_set, val_set, SETTINGS, BASELINE, CPU, tmp_path / "run.csv",
+                       resume)
     out = capsys.readouterr().out
     assert f"resuming from {resume.path} at step 4/12 (start of epoch 2)" in out, out
     assert saved_steps(out) == [8]  # none after the last epoch
@@ -196,8 +196,8 @@ def test_mid_epoch_resume_equals_an_uninterrupted_run_and_skips_consumed_batches
     train_table, val_table = tiny_tables
     val_set = InferenceDataset(val_table, MEAN, STD)
     reference, reference_set = fresh_model(), RecordingSet(train_table)
-    rows = train_classifier(reference, reference_set, val_set, MAX_STEPS, mixup_with_dropout, CPU,
-                            tmp_path / "ref.csv")
+    rows = fit(reference, reference_set, val_set, MAX_STEPS, mixup_with_dropout, CPU,
+               tmp_path / "ref.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["lr"] == 0.0
 
     # Killed twice. Run 1 dies in step 5 after saving step 4, the last of epoch 1, before epoch 1's
@@ -206,18 +206,18 @@ def test_mid_epoch_resume_equals_an_uninterrupted_run_and_skips_consumed_batches
     resume = ResumeSpec(tmp_path / "resume.pt", "job-a", every_steps=2)
     runs = [RecordingSet(train_table) for _ in range(3)]
     with pytest.raises(Preempted):
-        train_classifier(fresh_model(), runs[0], val_set, MAX_STEPS, preempting(mixup_with_dropout, 5), CPU,
-                         tmp_path / "run.csv", resume)
+        fit(fresh_model(), runs[0], val_set, MAX_STEPS, preempting(mixup_with_dropout, 5), CPU,
+            tmp_path / "run.csv", resume)
     assert saved_steps(capsys.readouterr().out) == [2, 4]
     with pytest.raises(Preempted):
-        train_classifier(fresh_model(), runs[1], val_set, MAX_STEPS, preempting(mixup_with_dropout, 3), CPU,
-                         tmp_path / "run.csv", resume)
+        fit(fresh_model(), runs[1], val_set, MAX_STEPS, preempting(mixup_with_dropout, 3), CPU,
+            tmp_path / "run.csv", resume)
     out = capsys.readouterr().out
     assert f"resuming from {resume.path} at step 4/10 (4 batches into epoch 1)" in out, out
     assert saved_steps(out) == [6]
     resumed = fresh_model()
-    resumed_rows = train_classifier(resumed, runs[2], val_set, MAX_STEPS, mixup_with_dropout, CPU,
-                                    tmp_path / "run.csv", resume)
+    resumed_rows = fit(resumed, runs[2], val_set, MAX_STEPS, mixup_with_dropout, CPU,
+                       tmp_path / "run.csv", resume)
     out = capsys.readouterr().out
     assert f"resuming from {resume.path} at step 6/10 (2 batches into epoch 2)" in out, out
     assert saved_steps(out) == [8]  # and none at the final step 10
@@ -235,17 +235,17 @@ def test_mid_epoch_resume_equals_an_uninterrupted_run_and_skips_consumed_batches
 def test_state_of_another_job_is_discarded_with_a_log_line(tiny_sets, tmp_path, capsys):
     train_set, _ = tiny_sets
     reference = fresh_model()
-    rows = train_classifier(reference, train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "ref.csv")
+    rows = fit(reference, train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "ref.csv")
 
     old = ResumeSpec(tmp_path / "resume.pt", "0123abcd", every_epochs=1)
     with pytest.raises(Preempted):
-        train_classifier(fresh_model(), train_set, None, SETTINGS, preempting(BASELINE, 10), CPU, tmp_path / "run.csv",
-                         old)
+        fit(fresh_model(), train_set, None, SETTINGS, preempting(BASELINE, 10), CPU, tmp_path / "run.csv",
+            old)
     assert saved_steps(capsys.readouterr().out) == [4, 8]
 
     changed = ResumeSpec(old.path, "4567cdef", every_epochs=1)  # e.g. the job's config was edited
     model = fresh_model()
-    rerun_rows = train_classifier(model, train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "run.csv", changed)
+    rerun_rows = fit(model, train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "run.csv", changed)
     out = capsys.readouterr().out
     assert (f"discarding resume state {old.path}: it was saved by a job with fingerprint 0123abcd, "
             f"this job's is 4567cdef") in out, out
@@ -255,8 +255,8 @@ def test_state_of_another_job_is_discarded_with_a_log_line(tiny_sets, tmp_path, 
 
     old.path.write_bytes(b"truncated by a full disk")
     with pytest.raises(Preempted):  # stopped at its first batch: the state is read before it
-        train_classifier(fresh_model(), train_set, None, SETTINGS, preempting(BASELINE, 1), CPU, tmp_path / "run.csv",
-                         changed)
+        fit(fresh_model(), train_set, None, SETTINGS, preempting(BASELINE, 1), CPU, tmp_path / "run.csv",
+            changed)
     out = capsys.readouterr().out
     assert re.search(rf"discarding resume state {re.escape(str(old.path))}: it cannot be read \(", out), out
     assert "resuming" not in out
@@ -275,7 +275,7 @@ def test_the_interval_is_honoured(tiny_sets, tmp_path, capsys, monkeypatch, inte
         return original(obj, path, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", watching_save)
-    train_classifier(fresh_model(), train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "log.csv", resume)
+    fit(fresh_model(), train_set, None, SETTINGS, BASELINE, CPU, tmp_path / "log.csv", resume)
     assert saved_steps(capsys.readouterr().out) == steps
     assert [4 * epoch + batch for epoch, batch, _, _ in saves] == steps
     assert all(fingerprint == "job" for _, _, fingerprint, _ in saves)
@@ -320,7 +320,7 @@ def test_max_steps_stops_mid_epoch_with_the_poly_decay_spanning_it(tiny_sets, tm
     settings = TrainSettings(epochs=100, batch_size=4, lr=0.05, weight_decay=0.0, momentum=0.0, poly_power=1.0,
                              new_layer_lr_mult=10, seed=0, max_steps=6)
     assert settings.total_steps(4) == 6 and SETTINGS.total_steps(4) == 12
-    rows = train_classifier(fresh_model(), train_set, None, settings, counting_loss, CPU, tmp_path / "log.csv")
+    rows = fit(fresh_model(), train_set, None, settings, counting_loss, CPU, tmp_path / "log.csv")
     assert len(calls) == 6  # one full epoch of 4 steps, then 2 of the second
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[0]["lr"] == pytest.approx(0.05 * (1 - 4 / 6)) and rows[1]["lr"] == 0.0
@@ -366,7 +366,7 @@ def test_poly_horizon_warmup_and_gradient_clipping_give_each_update_its_expected
                              new_layer_lr_mult=1, seed=0, poly_steps=horizon, grad_clip_norm=clip,
                              warmup_steps=warmup)
     model = fresh_model()
-    rows = train_classifier(model, train_set, None, settings, recording_loss, CPU, tmp_path / "log.csv")
+    rows = fit(model, train_set, None, settings, recording_loss, CPU, tmp_path / "log.csv")
     after = [*before_each_call[1:], flat_parameters(model)]
     lengths = [float(torch.linalg.vector_norm(b - a)) for a, b in zip(before_each_call, after)]
     ramp = [min(1.0, (k + 1) / warmup) if warmup else 1.0 for k in range(4)]
@@ -397,8 +397,8 @@ def test_select_keeps_the_best_epochs_weights_and_early_stop_ends_the_run(tiny_s
     settings = TrainSettings(**{**vars(SETTINGS), "epochs": 6, "select": "best_val_accuracy",
                                 "early_stop_patience": 2})
     model = fresh_model()
-    rows = train_classifier(model, train_set, val_set, settings, BASELINE, CPU, tmp_path / "log.csv",
-                            on_epoch_end=snapshot)
+    rows = fit(model, train_set, val_set, settings, BASELINE, CPU, tmp_path / "log.csv",
+               on_epoch_end=snapshot)
     # epoch 2 scores 0.8; epoch 3 only ties it and epoch 4 is worse: two epochs without beating it
     assert [r["val_accuracy"] for r in rows] == [0.5, 0.8, 0.8, 0.6]
     out = capsys.readouterr().out
@@ -410,13 +410,13 @@ def test_select_keeps_the_best_epochs_weights_and_early_stop_ends_the_run(tiny_s
     lowest = TrainSettings(**{**vars(SETTINGS), "select": "lowest_train_loss"})
     model = fresh_model()
     weights_after.clear()
-    rows = train_classifier(model, train_set, None, lowest, BASELINE, CPU, tmp_path / "log2.csv",
-                            on_epoch_end=snapshot)
+    rows = fit(model, train_set, None, lowest, BASELINE, CPU, tmp_path / "log2.csv",
+               on_epoch_end=snapshot)
     best = min(rows, key=lambda r: r["train_loss"])["epoch"]
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, weights_after[best][name]), name
     with pytest.raises(ValueError, match="validation"):
-        train_classifier(fresh_model(), train_set, None, settings, BASELINE, CPU, tmp_path / "log3.csv")
+        fit(fresh_model(), train_set, None, settings, BASELINE, CPU, tmp_path / "log3.csv")
 
 
 def test_a_resumed_run_keeps_the_best_epoch_seen_before_the_interruption(tiny_sets, tmp_path, monkeypatch):
@@ -424,7 +424,7 @@ def test_a_resumed_run_keeps_the_best_epoch_seen_before_the_interruption(tiny_se
     monkeypatch.setattr(training, "predict_scores", scripted_validation(train_set, [0.3, 0.9, 0.4, 0.5]))
     settings = TrainSettings(**{**vars(SETTINGS), "epochs": 4, "select": "best_val_accuracy"})
     reference = fresh_model()
-    train_classifier(reference, train_set, val_set, settings, BASELINE, CPU, tmp_path / "ref.csv")
+    fit(reference, train_set, val_set, settings, BASELINE, CPU, tmp_path / "ref.csv")
 
     def preempt_after_epoch_three(row):
         if row["epoch"] == 3:
@@ -432,10 +432,10 @@ def test_a_resumed_run_keeps_the_best_epoch_seen_before_the_interruption(tiny_se
 
     resume = ResumeSpec(tmp_path / "resume.pt", "job", every_epochs=1)
     with pytest.raises(Preempted):
-        train_classifier(fresh_model(), train_set, val_set, settings, BASELINE, CPU, tmp_path / "run.csv", resume,
-                         on_epoch_end=preempt_after_epoch_three)
+        fit(fresh_model(), train_set, val_set, settings, BASELINE, CPU, tmp_path / "run.csv", resume,
+            on_epoch_end=preempt_after_epoch_three)
     resumed = fresh_model()
-    train_classifier(resumed, train_set, val_set, settings, BASELINE, CPU, tmp_path / "run.csv", resume)
+    fit(resumed, train_set, val_set, settings, BASELINE, CPU, tmp_path / "run.csv", resume)
     assert_same_weights(reference, resumed)  # epoch 2's weights, known only from before the interruption
 
 
@@ -448,7 +448,7 @@ def test_persistent_workers_augment_each_epoch_as_the_main_process_does(tiny_set
     for workers in (0, 1):
         model = fresh_model()
         settings = TrainSettings(**{**vars(SETTINGS), "num_workers": workers})
-        rows = train_classifier(model, train_set, val_set, settings, MIXUP, CPU, tmp_path / f"{workers}.csv")
+        rows = fit(model, train_set, val_set, settings, MIXUP, CPU, tmp_path / f"{workers}.csv")
         runs.append((model, rows))
     assert without_seconds(runs[0][1]) == without_seconds(runs[1][1])
     assert_same_weights(runs[0][0], runs[1][0])
@@ -459,7 +459,7 @@ def test_validation_every_k_epochs_and_after_the_last(tiny_sets, tmp_path, monke
     train_set, val_set = tiny_sets
     monkeypatch.setattr(training, "predict_scores", scripted_validation(train_set, [0.2, 0.9, 0.4, 0.5, 0.6]))
     settings = TrainSettings(**{**vars(SETTINGS), "epochs": 5, "val_every": 2, "select": "best_val_accuracy"})
-    rows = train_classifier(fresh_model(), train_set, val_set, settings, BASELINE, CPU, tmp_path / "log.csv")
+    rows = fit(fresh_model(), train_set, val_set, settings, BASELINE, CPU, tmp_path / "log.csv")
     assert [row.get("val_accuracy") for row in rows] == [None, 0.9, None, 0.5, 0.6]
     header = (tmp_path / "log.csv").read_text().splitlines()[0].split(",")
     assert "val_accuracy" in header and "data_wait" in header
@@ -470,9 +470,9 @@ def test_validation_every_k_epochs_and_after_the_last(tiny_sets, tmp_path, monke
 
 def test_loader_workers_feed_a_gpu_and_leave_a_small_cpu_job_to_the_network():
     gpu, cpu = torch.device("cuda"), torch.device("cpu")
-    assert training.loader_workers(4, 2, gpu) == 4  # at least the configured number
-    assert [training.loader_workers(1, threads, gpu) for threads in (1, 4, 8)] == [1, 4, 8]  # a worker a core
-    assert [training.loader_workers(2, threads, cpu) for threads in (1, 2, 3, 4, 8, 16)] == [1, 0, 0, 1, 2, 2]
+    assert device.loader_workers(4, 2, gpu) == 4  # at least the configured number
+    assert [device.loader_workers(1, threads, gpu) for threads in (1, 4, 8)] == [1, 4, 8]  # a worker a core
+    assert [device.loader_workers(2, threads, cpu) for threads in (1, 2, 3, 4, 8, 16)] == [1, 0, 0, 1, 2, 2]
 
 
 def test_training_leaves_cudnn_autotuning_as_it_found_it(tiny_sets, tmp_path, monkeypatch):
@@ -481,8 +481,8 @@ def test_training_leaves_cudnn_autotuning_as_it_found_it(tiny_sets, tmp_path, mo
     train_set, val_set = tiny_sets
     for before in (True, False):
         monkeypatch.setattr(torch.backends.cudnn, "benchmark", before)
-        train_classifier(fresh_model(), train_set, None, TrainSettings(**{**vars(SETTINGS), "epochs": 1}), BASELINE,
-                         CPU, tmp_path / f"{before}.csv")
+        fit(fresh_model(), train_set, None, TrainSettings(**{**vars(SETTINGS), "epochs": 1}), BASELINE,
+            CPU, tmp_path / f"{before}.csv")
         assert torch.backends.cudnn.benchmark is before
 
 
@@ -491,12 +491,12 @@ def test_varied_input_sizes_turns_cudnn_off_on_cuda_only_and_restores_it(monkeyp
     process-wide, so it comes back as it was, also when the body raises. A CPU device leaves it alone."""
     for before in (True, False):
         monkeypatch.setattr(torch.backends.cudnn, "enabled", before)
-        with training.varied_input_sizes(torch.device("cuda")):
+        with device.varied_input_sizes(torch.device("cuda")):
             assert torch.backends.cudnn.enabled is False
         assert torch.backends.cudnn.enabled is before
         with pytest.raises(RuntimeError, match="inside"):
-            with training.varied_input_sizes(torch.device("cuda")):
+            with device.varied_input_sizes(torch.device("cuda")):
                 raise RuntimeError("inside")
         assert torch.backends.cudnn.enabled is before
-        with training.varied_input_sizes(torch.device("cpu")):
+        with device.varied_input_sizes(torch.device("cpu")):
             assert torch.backends.cudnn.enabled is before

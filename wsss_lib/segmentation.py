@@ -22,7 +22,8 @@ from wsss_lib.crf import CRFParams, dense_crf, pool_imap
 from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import IGNORE_INDEX, read_label_png
 from wsss_lib.data.voc import read_image
-from wsss_lib.training import autocast, varied_input_sizes
+from wsss_lib.device import autocast, varied_input_sizes
+
 
 # DeepLab-v2's dense-CRF settings for PASCAL VOC with ResNet-101, from the official DeepLab-v2
 # ResNet page (liangchiehchen.com/projects/DeepLabv2_resnet.html): "bi_w = 4, bi_xy_std = 67,
@@ -77,7 +78,7 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
 
 @dataclass(frozen=True)
 class SegmentationBatchLoss:
-    """BatchLoss for :func:`wsss_lib.training.train_classifier`: pixel cross-entropy on pseudo-labels.
+    """BatchLoss for :func:`wsss_lib.training.fit`: pixel cross-entropy on pseudo-labels.
 
     Returns ``(loss, {"ce": loss, "labelled_fraction": share of pixels not ignored})``. The
     generator is unused: DeepLab's loss has no randomness of its own.
@@ -129,7 +130,7 @@ def predict_probabilities(model: nn.Module, image: torch.Tensor, scales: Sequenc
     the probabilities of all ``len(scales) * (2 if flip else 1)`` views are averaged.
 
     The model must be in eval mode (BatchNorm on running statistics) and on ``image.device``;
-    mixed precision is used on CUDA only (wsss_lib.training.autocast).
+    mixed precision is used on CUDA only (wsss_lib.device.autocast).
     """
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be one normalised (3, H, W) tensor, got shape {tuple(image.shape)}")

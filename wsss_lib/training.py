@@ -1,9 +1,13 @@
-"""The one training loop shared by every classifier method.
+"""The one training loop shared by every network the pipeline trains (CAM classifiers, the ViT teacher,
+sub-category rounds, AffinityNet, DeepLab), in the shape of torchvision's reference scripts.
 
-Methods differ only in the ``BatchLoss`` they plug in (mixing strategy, extra loss terms, extra
+Networks differ only in the ``BatchLoss`` they plug in (mixing strategy, extra loss terms, extra
 heads); the loop owns optimisation (SGD with poly decay and a larger learning rate on new layers,
 as in PSA / IRN; optional gradient-norm clipping), AMP on CUDA, per-epoch logging with validation
 mAP and accuracy, the choice of which epoch's weights to keep (with early stopping), and resumable state.
+:func:`fit` runs the epochs, picks the weights, stops early and resumes; :func:`train_one_epoch` makes an
+epoch's updates and :func:`evaluate` scores the validation images; :class:`RunState` holds what they share.
+Device, AMP and loader-worker choices are :mod:`wsss_lib.device`'s.
 
 On a GPU the loop does not wait on the device between steps: loss values are summed on the device and
 read back every ``SYNC_EVERY`` steps (every step on the CPU, where reading costs nothing), batches come
@@ -13,7 +17,6 @@ kernels for the fixed crop size. The data loader and its workers persist across 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -21,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +34,8 @@ from tqdm import tqdm
 
 from wsss_lib.atomic import atomic_path
 from wsss_lib.data.datasets import collate_inference
+from wsss_lib.device import (autocast, grad_scaler, loader_workers, place_model, to_device, uses_channels_last,
+                             varied_input_sizes)
 from wsss_lib.models.checkpoint import load_torch_file, save_torch_file
 
 
@@ -95,7 +100,7 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class ResumeSpec:
-    """Where and how often :func:`train_classifier` saves the state it resumes from, and whose state it is.
+    """Where and how often :func:`fit` saves the state it resumes from, and whose state it is.
 
     ``path`` lies outside the job's declared outputs, so Snakemake neither deletes it before a rerun nor
     treats it as a result. ``fingerprint`` identifies the job (``wsss_lib.config.job_fingerprint``: its
@@ -117,24 +122,24 @@ class ResumeSpec:
             raise ValueError(f"set exactly one of every_epochs / every_steps, to at least 1; got "
                              f"every_epochs={self.every_epochs}, every_steps={self.every_steps}")
 
+    @classmethod
+    def for_job(cls, path: str | os.PathLike, params: Mapping[str, Any], inputs: Iterable[str | os.PathLike],
+                intervals: Mapping[str, int], per: str = "epochs") -> "ResumeSpec":
+        """The spec of a Snakemake training job from plain values its script reads off the job: ``path`` (the
+        rule's ``params.resume``), ``params`` and ``inputs`` (all of them: ``job_fingerprint`` hashes them) and
+        ``intervals`` (the config's ``resume`` block). ``per`` "epochs" takes ``every_epochs``, "iterations"
+        ``every_iterations`` (saved as optimizer steps). The interval comes from the config, not params, so it
+        is not part of the job's identity.
+        """
+        from wsss_lib.config import job_fingerprint
 
-def job_resume(job, per: str = "epochs") -> ResumeSpec:
-    """The :class:`ResumeSpec` of a Snakemake training job (``job``: the ``snakemake`` object of its script).
-
-    Path: the rule's ``params.resume``; fingerprint: ``job_fingerprint`` of all its params and inputs;
-    interval: the config's ``resume`` block, ``per`` "epochs" (``every_epochs``) or "iterations"
-    (``every_iterations``, saved as optimizer steps). Read from the config, not params, so it is not
-    part of the job's identity.
-    """
-    from wsss_lib.config import job_fingerprint
-
-    fingerprint = job_fingerprint(dict(job.params.items()), job.input)
-    every = job.config["resume"][f"every_{per}"]
-    if per == "epochs":
-        return ResumeSpec(job.params.resume, fingerprint, every_epochs=every)
-    if per == "iterations":
-        return ResumeSpec(job.params.resume, fingerprint, every_steps=every)
-    raise ValueError(f"resume interval per {per!r}: choose epochs or iterations")
+        fingerprint = job_fingerprint(params, inputs)
+        every = intervals[f"every_{per}"]
+        if per == "epochs":
+            return cls(path, fingerprint, every_epochs=every)
+        if per == "iterations":
+            return cls(path, fingerprint, every_steps=every)
+        raise ValueError(f"resume interval per {per!r}: choose epochs or iterations")
 
 
 class BatchLoss(Protocol):
@@ -143,87 +148,6 @@ class BatchLoss(Protocol):
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]: ...
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype on ``device``: bfloat16 on GPUs that support it (no loss scaling needed), float16
-    with a GradScaler on older ones, None (full float32) on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (:func:`amp_dtype`), nothing elsewhere: the one AMP switch of every stage."""
-    dtype = amp_dtype(device)
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def varied_input_sizes(device: torch.device) -> Iterator[None]:
-    """Inference on full-size images of many sizes: cuDNN off on CUDA while inside (restored on leaving).
-
-    cuDNN builds an execution plan for every input shape it has not seen. On an H200 (torch 2.11, cuDNN 9),
-    the VOC sample's CAM net (EfficientNet-Lite0, scales 1 / 0.5 / 1.5 with flips; its 300 photos come in 93
-    sizes) took per image of a new size 2.4 s with cuDNN's heuristics and 6.6 s with autotuning, but 33 ms
-    with cuDNN off (PyTorch's own kernels); on sizes seen before, 16 ms with cuDNN and 17 ms without. With
-    cuDNN, make_cams ran at 1.0 image/s there, no faster than on 2 CPU cores. Training on fixed-size crops
-    keeps cuDNN (and its autotuning).
-    """
-    if device.type != "cuda":
-        yield
-        return
-    enabled = torch.backends.cudnn.enabled
-    torch.backends.cudnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.enabled = enabled
-
-
-def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """A batch to ``device`` without blocking the host (its pinned memory makes the copy asynchronous);
-    channels-last for 4-D image batches when ``channels_last`` (see :func:`place_model`)."""
-    batch = batch.to(device, non_blocking=True)
-    if channels_last and batch.ndim == 4:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
-
-
-def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
-    """Channels-last pays on CUDA for convolutional nets (cuDNN's tensor-core kernels read NHWC): those with
-    BatchNorm2d layers (ResNets, EfficientNet, small_cnn); a ViT (LayerNorm) gains nothing from it."""
-    return device.type == "cuda" and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-
-
-def place_model(model: nn.Module, device: torch.device) -> bool:
-    """Move ``model`` to ``device``, channels-last where that pays; returns whether its input batches
-    should be channels-last too (:func:`to_device`)."""
-    channels_last = uses_channels_last(model, device)
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    return channels_last
-
-
-def loader_workers(configured: int, threads: int, device: torch.device) -> int:
-    """Data-loading worker processes for a job of ``threads`` cores: on a GPU, where the cores only feed the device,
-    one per thread (at least the configured number): with one worker, ResNet-50 CAM training at crop 320, batch 8 on
-    an H200 waited for data 73% of its epoch at 68 img/s. On a CPU, where loading and the network share the job's
-    cores, one worker per 4 threads at most, none for 2-3 threads, and one for a 1-thread job
-    (benchmarks/train_throughput.py, 2 cores). Loading is a small share of a 2-thread step, so a worker buys nothing
-    there (small_cnn at 128 px 33.4 img/s without one, 32.7 with one; efficientnet_lite0 at 320: data wait 5%). A
-    1-thread job is one of two sharing 2 cores (the demo's job_threads: 1) or has the machine alone; its worker
-    loads on the other core while the network runs (small_cnn_w16: 56.8 -> 67.4 img/s, data wait 16% -> 3.5%)."""
-    if device.type == "cuda":
-        return max(configured, threads)
-    return min(configured, 1 if threads == 1 else threads // 4)
 
 
 def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
@@ -358,10 +282,136 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 SYNC_EVERY = 20  # steps between reads of the loss sums on a GPU (each read waits for the device)
 
 
-def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | None, settings: TrainSettings,
-                     batch_loss: BatchLoss, device: torch.device, log_path: str | os.PathLike,
-                     resume: ResumeSpec | None = None,
-                     on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
+@dataclass
+class RunState:
+    """One training run: what updates the model (fixed when :meth:`start` builds it) and where the run stands
+    (the fields from ``epoch`` on, which :func:`train_one_epoch` and :func:`fit` advance).
+
+    ``epoch`` is the epoch in progress (from 0) and ``done`` its finished batches; ``totals`` their summed
+    losses, kept on the device in float64 so that adding to them never waits for it (:meth:`read_totals`
+    waits); ``elapsed`` the seconds spent on those batches before a resume (a resumed epoch's logged time
+    excludes the downtime); ``rows`` the logged epochs; ``best`` the best epoch so far under
+    ``settings.select``: {"epoch", "score", "model": a CPU copy of its weights}. :meth:`state_dict` holds all of
+    it with the optimizer, scheduler, GradScaler and RNG states: what a resume restores.
+    """
+
+    model: nn.Module
+    settings: TrainSettings
+    device: torch.device
+    channels_last: bool  # whether input batches go channels-last (device.place_model)
+    steps_per_epoch: int
+    total_steps: int
+    optimizer: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loss_generator: torch.Generator = dataclasses.field(default_factory=torch.Generator)  # the BatchLoss's draws
+    epoch: int = 0
+    done: int = 0
+    totals: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    elapsed: float = 0.0
+    rows: list[dict] = dataclasses.field(default_factory=list)
+    best: dict | None = None
+
+    @classmethod
+    def start(cls, model: nn.Module, train_size: int, settings: TrainSettings, device: torch.device) -> "RunState":
+        """A run from epoch 0: the model on ``device``, SGD (:func:`build_optimizer`) with its poly schedule
+        over the run's updates (or ``settings.poly_steps``) and loss scaling where AMP needs it."""
+        channels_last = place_model(model, device)
+        if train_size < settings.batch_size:
+            raise ValueError(f"training set has {train_size} images, fewer than one batch of {settings.batch_size}")
+        steps_per_epoch = train_size // settings.batch_size  # drop_last: BatchNorm dislikes tiny batches
+        total_steps = settings.total_steps(steps_per_epoch)
+        optimizer = build_optimizer(model, settings)
+        scheduler = poly_schedule(optimizer, settings.poly_steps or total_steps, settings.poly_power,
+                                  settings.warmup_steps)
+        return cls(model, settings, device, channels_last, steps_per_epoch, total_steps, optimizer, scheduler,
+                   grad_scaler(device))
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the run spans, ceil(total_steps / steps_per_epoch): ``max_steps`` may end the last one early."""
+        return -(-self.total_steps // self.steps_per_epoch)
+
+    @property
+    def step(self) -> int:
+        """Optimizer updates made so far."""
+        return self.epoch * self.steps_per_epoch + self.done
+
+    @property
+    def epoch_batches(self) -> int:
+        """Batches of the epoch in progress (all of it, the done ones included)."""
+        return min(self.steps_per_epoch, self.total_steps - self.epoch * self.steps_per_epoch)
+
+    @property
+    def sync_every(self) -> int:
+        """Updates between reads of the loss sums: every one on the CPU, where reading costs nothing."""
+        return 1 if self.device.type == "cpu" else SYNC_EVERY
+
+    def where(self) -> str:
+        return (f"step {self.step}/{self.total_steps} "
+                f"({f'{self.done} batches into' if self.done else 'start of'} epoch {self.epoch + 1})")
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One SGD step on ``loss``: backward through the (AMP-scaled) loss, optional clipping of the global
+        gradient norm, the step (skipped by the scaler if float16 gradients overflowed) and the lr schedule."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.settings.grad_clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the AMP-scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    def add_losses(self, loss: torch.Tensor, parts: Mapping[str, torch.Tensor | float]) -> None:
+        """Add a batch's loss and its parts to ``totals``, on the device: no wait for it here."""
+        for key, value in {"loss": loss, **parts}.items():
+            value = torch.as_tensor(value.detach() if torch.is_tensor(value) else value, dtype=torch.float64,
+                                    device=self.device)
+            self.totals[key] = self.totals[key] + value if key in self.totals else value
+
+    def read_totals(self) -> dict[str, float]:
+        """The summed losses on the host (one wait for the device); a non-finite one ends the run here."""
+        values = {key: float(value) for key, value in self.totals.items()}
+        if not np.isfinite(values.get("loss", 0.0)):
+            raise FloatingPointError(f"training loss became {values['loss']} by {self.where()}")
+        return values
+
+    def end_epoch(self) -> None:
+        self.epoch, self.done, self.totals, self.elapsed = self.epoch + 1, 0, {}, 0.0
+
+    def state_dict(self, fingerprint: str) -> dict:
+        return {"fingerprint": fingerprint, "epoch": self.epoch, "batch": self.done, "totals": self.read_totals(),
+                "elapsed": self.elapsed, "rows": self.rows, "best": self.best, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "loss_generator": self.loss_generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "cuda_rng": _cuda_rng_state(self.device)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict`: torch's global RNG (dropout) included, the totals back on the device."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.loss_generator.set_state(state["loss_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"].numel():
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.rows, self.elapsed = list(state["rows"]), float(state["elapsed"])
+        self.totals = {key: torch.tensor(value, dtype=torch.float64, device=self.device)
+                       for key, value in state["totals"].items()}
+        self.best = state["best"]
+        self.epoch, self.done = int(state["epoch"]), int(state["batch"])
+
+    def save(self, resume: ResumeSpec) -> None:
+        save_torch_file(resume.path, self.state_dict(resume.fingerprint))
+        # tqdm.write: a mid-epoch save happens under the progress bar, which would swallow a print's line start
+        tqdm.write(f"saved resume state at {self.where()} to {resume.path}")
+
+
+def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, settings: TrainSettings,
+        batch_loss: BatchLoss, device: torch.device, log_path: str | os.PathLike, resume: ResumeSpec | None = None,
+        on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` in place; write one CSV row per epoch to ``log_path``; return the rows.
 
     ``train_set`` serves ``train_set[index]`` with augmentation drawn from its ``epoch`` attribute, which the
@@ -372,10 +422,8 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     With ``resume``, the state is saved at its interval and, if ``resume.path`` holds a state of this
     job from an interrupted run (time limit, preemption), training continues from it exactly as if
     it had not stopped: the epoch's sample order is rebuilt from its seed and the consumed batches
-    are skipped unread, and the batch-loss generator, torch's global RNG (dropout), the partial
-    epoch's loss sums, the model / optimizer / scheduler / GradScaler states and the best epoch's
-    weights so far are restored. On CPU the result is bitwise that of an uninterrupted run. The state
-    is removed when training completes.
+    are skipped unread, and the rest of :meth:`RunState.state_dict` is restored. On CPU the result is
+    bitwise that of an uninterrupted run. The state is removed when training completes.
 
     With ``settings.select`` other than "last", the model ends with the weights of the epoch that
     scored best on the watched column (ties: the earliest; validation scores exist for validated epochs
@@ -383,65 +431,90 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
     A non-finite loss stops the run with FloatingPointError: on the CPU before it reaches the weights,
     on a GPU at the next read of the loss sums.
     """
-    channels_last = place_model(model, device)
-    if len(train_set) < settings.batch_size:
-        raise ValueError(f"training set has {len(train_set)} images, fewer than one batch of {settings.batch_size}")
-    steps_per_epoch = len(train_set) // settings.batch_size  # drop_last: BatchNorm dislikes tiny batches
-    optimizer = build_optimizer(model, settings)
-    total_steps = settings.total_steps(steps_per_epoch)
-    epochs = -(-total_steps // steps_per_epoch)
-    scheduler = poly_schedule(optimizer, settings.poly_steps or total_steps, settings.poly_power, settings.warmup_steps)
+    run = RunState.start(model, len(train_set), settings, device)
     watched = SELECTIONS[settings.select]
     if watched and watched[0].startswith("val_") and val_set is None:
         raise ValueError(f"select {settings.select!r} scores epochs on validation images, but none were given")
-    # float16 overflows without loss scaling; bfloat16 has float32's range (the scaler is then a no-op)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
-    sync_every = 1 if device.type == "cpu" else SYNC_EVERY
-    loss_generator = torch.Generator()
-    # Where training stands: the epoch in progress, its finished batches, their summed losses and the
-    # seconds spent on them (a resumed epoch's logged time excludes the downtime), the logged rows, and the
-    # best epoch so far under `select` ({"epoch", "score", "model": a CPU copy of its weights}).
-    rows: list[dict] = []
-    epoch, done, totals, elapsed, best = 0, 0, {}, 0.0, None
-
-    def where() -> str:
-        step = epoch * steps_per_epoch + done
-        return f"step {step}/{total_steps} ({f'{done} batches into' if done else 'start of'} epoch {epoch + 1})"
-
-    def read_totals() -> dict[str, float]:
-        """The summed losses on the host (one wait for the device); a non-finite one ends the run here."""
-        values = {key: float(value) for key, value in totals.items()}
-        if not np.isfinite(values.get("loss", 0.0)):
-            raise FloatingPointError(f"training loss became {values['loss']} by {where()}")
-        return values
-
-    def save() -> None:
-        save_torch_file(resume.path, {
-            "fingerprint": resume.fingerprint, "epoch": epoch, "batch": done, "totals": read_totals(),
-            "elapsed": elapsed, "rows": rows, "best": best, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "loss_generator": loss_generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": _cuda_rng_state(device)})
-        # tqdm.write: a mid-epoch save happens under the progress bar, which would swallow a print's line start
-        tqdm.write(f"saved resume state at {where()} to {resume.path}")
-
     state = _read_resume_state(resume) if resume is not None else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        loss_generator.set_state(state["loss_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state["cuda_rng"].numel():
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        rows, elapsed = list(state["rows"]), float(state["elapsed"])
-        totals = {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in state["totals"].items()}
-        best = state["best"]
-        epoch, done = int(state["epoch"]), int(state["batch"])
-        print(f"resuming from {resume.path} at {where()}", flush=True)
-
+        run.load_state_dict(state)
+        print(f"resuming from {resume.path} at {run.where()}", flush=True)
     autotune_before = torch.backends.cudnn.benchmark  # process-wide: restored for what runs next in this process
+    loader, order, workers = _training_loader(train_set, settings, device)
+    while run.epoch < run.epochs:
+        started = time.time() - run.elapsed
+        order.set_epoch(run.epoch, run.done * settings.batch_size, run.epoch_batches * settings.batch_size)
+        train_set.epoch = run.epoch  # for a loader without workers, and for whoever reads it after the epoch
+        row, data_wait = train_one_epoch(run, loader, batch_loss, started, resume)
+        if val_set is not None and ((run.epoch + 1) % settings.val_every == 0 or run.epoch + 1 == run.epochs):
+            row.update(evaluate(model, val_set, device, num_workers=workers))
+        row["seconds"] = time.time() - started
+        row["data_wait"] = data_wait
+        if _log_and_select(run, row, log_path, on_epoch_end):
+            break
+        if resume is not None and resume.every_epochs and run.epoch % resume.every_epochs == 0 \
+                and run.epoch < run.epochs:
+            run.save(resume)
+    torch.backends.cudnn.benchmark = autotune_before  # e.g. CAM inference on full-size images after training
+    if run.best is not None:
+        model.load_state_dict(run.best["model"])
+        print(f"keeping epoch {run.best['epoch']}'s weights ({settings.select}: {watched[0]}="
+              f"{run.best['score']:.4g})", flush=True)
+    if resume is not None and Path(resume.path).exists():
+        Path(resume.path).unlink()
+    return run.rows
+
+
+def train_one_epoch(run: RunState, loader: DataLoader, batch_loss: BatchLoss, started: float,
+                    resume: ResumeSpec | None = None) -> tuple[dict, float]:
+    """Train the rest of epoch ``run.epoch`` (all of it unless resumed mid-epoch), one :meth:`RunState.update`
+    a batch, saving the state every ``resume.every_steps`` updates (the run's last excepted).
+
+    Returns the epoch's row so far (epoch, mean losses, lr) and ``data_wait``, the share of its seconds since
+    ``started`` (a time.time()) that the loop waited for batches. The batch-loss generator is seeded from
+    ``epoch_seed(seed, epoch, "batch_loss")`` at the epoch's start; a resumed epoch continues the restored one.
+    """
+    settings, device = run.settings, run.device
+    if run.done == 0:
+        run.loss_generator.manual_seed(epoch_seed(settings.seed, run.epoch, "batch_loss"))
+    set_train_mode(run.model, settings.freeze_bn)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed-size crops: one kernel search per shape
+    progress = tqdm(loader, desc=f"epoch {run.epoch + 1}/{run.epochs}", initial=run.done, total=run.epoch_batches,
+                    mininterval=10)
+    waited, asked = 0.0, time.perf_counter()
+    for images, labels in progress:
+        waited += time.perf_counter() - asked
+        images, labels = to_device(images, device, run.channels_last), to_device(labels, device)
+        with autocast(device):
+            loss, parts = batch_loss(run.model, images, labels, run.loss_generator)
+        if run.sync_every == 1 and not torch.isfinite(loss):  # on the CPU: stop before a NaN reaches the weights
+            raise FloatingPointError(f"training loss became {loss.item()} at epoch {run.epoch + 1}")
+        run.update(loss)
+        run.done += 1
+        run.add_losses(loss, parts)
+        if run.done % run.sync_every == 0:
+            progress.set_postfix(loss=run.read_totals()["loss"] / run.done, refresh=False)
+        if resume is not None and resume.every_steps and run.step % resume.every_steps == 0 \
+                and run.step < run.total_steps:
+            run.elapsed = time.time() - started
+            run.save(resume)
+        asked = time.perf_counter()
+    seconds = time.time() - started
+    row = {"epoch": run.epoch + 1, **{f"train_{k}": v / max(run.done, 1) for k, v in run.read_totals().items()},
+           "lr": run.optimizer.param_groups[0]["lr"]}
+    return row, waited / max(seconds, 1e-9)
+
+
+def evaluate(model: nn.Module, val_set: Dataset, device: torch.device, num_workers: int = 0) -> dict[str, float]:
+    """Validation scores of an epoch's row: mAP (:func:`mean_average_precision`) and exact-match accuracy."""
+    scores, labels = predict_scores(model, val_set, device, num_workers=num_workers)
+    return {"val_map": mean_average_precision(scores, labels), "val_accuracy": exact_match_accuracy(scores, labels)}
+
+
+def _training_loader(train_set: Dataset, settings: TrainSettings,
+                     device: torch.device) -> tuple[DataLoader, EpochOrder, int]:
+    """The run's one loader (its workers persist across epochs), the sampler that :func:`fit` moves from epoch to
+    epoch, and the number of workers (:func:`wsss_lib.device.loader_workers`)."""
     order = EpochOrder(len(train_set), settings.seed)
     workers = loader_workers(settings.num_workers, torch.get_num_threads(), device)
     loader = DataLoader(EpochItems(train_set), batch_size=settings.batch_size, drop_last=True, sampler=order,
@@ -449,78 +522,30 @@ def train_classifier(model: nn.Module, train_set: Dataset, val_set: Dataset | No
                         # the loader draws its workers' base seed from this, not from torch's global RNG;
                         # augmentation does not use it (datasets seed each item from (seed, epoch, index))
                         generator=torch.Generator().manual_seed(epoch_seed(settings.seed, 0, "workers")))
-    while epoch < epochs:
-        started = time.time() - elapsed
-        if done == 0:
-            loss_generator.manual_seed(epoch_seed(settings.seed, epoch, "batch_loss"))
-        batches = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # max_steps may end mid-epoch
-        order.set_epoch(epoch, done * settings.batch_size, batches * settings.batch_size)
-        train_set.epoch = epoch  # for a loader without workers, and for whoever reads it after the epoch
-        set_train_mode(model, settings.freeze_bn)
-        torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed-size crops: one kernel search per shape
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", initial=done, total=batches, mininterval=10)
-        waited, asked = 0.0, time.perf_counter()
-        for images, labels in progress:
-            waited += time.perf_counter() - asked
-            images, labels = to_device(images, device, channels_last), to_device(labels, device)
-            with autocast(device):
-                loss, parts = batch_loss(model, images, labels, loss_generator)
-            if sync_every == 1 and not torch.isfinite(loss):  # on the CPU: stop before a NaN reaches the weights
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if settings.grad_clip_norm is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the AMP-scaled ones
-                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            done += 1
-            for key, value in {"loss": loss, **parts}.items():  # summed on the device: no wait for it here
-                value = torch.as_tensor(value.detach() if torch.is_tensor(value) else value, dtype=torch.float64,
-                                        device=device)
-                totals[key] = totals[key] + value if key in totals else value
-            if done % sync_every == 0:
-                progress.set_postfix(loss=read_totals()["loss"] / done, refresh=False)
-            step = epoch * steps_per_epoch + done
-            if resume is not None and resume.every_steps and step % resume.every_steps == 0 and step < total_steps:
-                elapsed = time.time() - started
-                save()
-            asked = time.perf_counter()
-        seconds = time.time() - started
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(done, 1) for k, v in read_totals().items()},
-               "lr": optimizer.param_groups[0]["lr"]}
-        if val_set is not None and ((epoch + 1) % settings.val_every == 0 or epoch + 1 == epochs):
-            scores, labels = predict_scores(model, val_set, device, num_workers=workers)
-            row["val_map"] = mean_average_precision(scores, labels)
-            row["val_accuracy"] = exact_match_accuracy(scores, labels)
-        row["seconds"] = time.time() - started
-        row["data_wait"] = waited / max(seconds, 1e-9)
-        rows.append(row)
-        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        _write_log(log_path, rows)
-        if on_epoch_end is not None:
-            on_epoch_end(row)
-        if watched and watched[0] in row and (best is None or _beats(row[watched[0]], best["score"], watched[1])):
-            best = {"epoch": epoch + 1, "score": row[watched[0]],
-                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        stale = best is not None and settings.early_stop_patience is not None and \
-            epoch + 1 - best["epoch"] >= settings.early_stop_patience
-        epoch, done, totals, elapsed = epoch + 1, 0, {}, 0.0
-        if stale:
-            print(f"early stop after epoch {epoch}: {watched[0]} has not beaten epoch {best['epoch']}'s "
-                  f"{best['score']:.4g} for {settings.early_stop_patience} epochs", flush=True)
-            break
-        if resume is not None and resume.every_epochs and epoch % resume.every_epochs == 0 and epoch < epochs:
-            save()
-    torch.backends.cudnn.benchmark = autotune_before  # e.g. CAM inference on full-size images after training
-    if best is not None:
-        model.load_state_dict(best["model"])
-        print(f"keeping epoch {best['epoch']}'s weights ({settings.select}: {watched[0]}={best['score']:.4g})",
-              flush=True)
-    if resume is not None and Path(resume.path).exists():
-        Path(resume.path).unlink()
-    return rows
+    return loader, order, workers
+
+
+def _log_and_select(run: RunState, row: dict, log_path: str | os.PathLike,
+                    on_epoch_end: Callable[[dict], None] | None) -> bool:
+    """Log the finished epoch's ``row``, keep its weights if it beats the best epoch under ``settings.select``,
+    and move ``run`` to the next epoch; returns whether early stopping ends the run here."""
+    settings, watched = run.settings, SELECTIONS[run.settings.select]
+    run.rows.append(row)
+    print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    _write_log(log_path, run.rows)
+    if on_epoch_end is not None:
+        on_epoch_end(row)
+    best = run.best
+    if watched and watched[0] in row and (best is None or _beats(row[watched[0]], best["score"], watched[1])):
+        run.best = best = {"epoch": run.epoch + 1, "score": row[watched[0]],
+                           "model": {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}}
+    stale = best is not None and settings.early_stop_patience is not None and \
+        run.epoch + 1 - best["epoch"] >= settings.early_stop_patience
+    run.end_epoch()
+    if stale:
+        print(f"early stop after epoch {run.epoch}: {watched[0]} has not beaten epoch {best['epoch']}'s "
+              f"{best['score']:.4g} for {settings.early_stop_patience} epochs", flush=True)
+    return stale
 
 
 def _beats(score: float, best: float, higher_is_better: bool) -> bool:

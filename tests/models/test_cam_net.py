@@ -52,7 +52,7 @@ def test_deeplab_with_init_cam_starts_from_the_cam_nets_backbone(tmp_path, monke
         started.update({k: v.clone() for k, v in model.backbone.state_dict().items()})
         return []
 
-    monkeypatch.setattr(segment, "train_classifier", record_start)
+    monkeypatch.setattr(segment, "fit", record_start)
     opts = {"init": "cam", "backbone": "small_cnn_w16", "pretrained": "none", "output_stride": 8, "head": "v2",
             "seed": 0, "iterations": 2, "batch_size": 2, "crop": 16, "scale_range": [1.0, 1.0], "hflip": False,
             "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "poly_power": 0.9, "new_layer_lr_mult": 10,

@@ -23,7 +23,7 @@ from wsss_lib.models.vit import (
     save_vit,
     vit_weights_url,
 )
-from wsss_lib.training import TrainSettings, train_classifier
+from wsss_lib.training import TrainSettings, fit
 
 TINY = "vit_tiny_scratch"
 
@@ -145,7 +145,7 @@ def test_shared_training_loop_reduces_multilabel_loss_and_updates_both_groups(tm
     # freeze_bn=True exercises set_train_mode's access to model.backbone (a ViT has no BatchNorm).
     settings = TrainSettings(epochs=6, batch_size=16, lr=0.02, weight_decay=0.0, momentum=0.9, poly_power=0.9,
                              new_layer_lr_mult=10.0, freeze_bn=True)
-    rows = train_classifier(model, data, None, settings, bce, torch.device("cpu"), tmp_path / "log.csv")
+    rows = fit(model, data, None, settings, bce, torch.device("cpu"), tmp_path / "log.csv")
     losses = [row["train_loss"] for row in rows]
     assert losses[0] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6)  # zero-initialised head
     # Margins measured over model seeds 0-3 with data seeds 10-13:

@@ -7,9 +7,10 @@ from wsss_lib.jobs import start_job
 start_job(snakemake.output)
 
 from wsss_lib.stages.cam import train_cam
-from wsss_lib.training import job_resume
+from wsss_lib.training import ResumeSpec
 
-resume = job_resume(snakemake, per="epochs")
+resume = ResumeSpec.for_job(snakemake.params.resume, dict(snakemake.params.items()), snakemake.input,
+                            snakemake.config["resume"], per="epochs")
 train_cam(
     snakemake.input.train, snakemake.input.val, snakemake.output.model, snakemake.output.log_csv,
     snakemake.params.hp, device=snakemake.config["device"], threads=snakemake.threads,

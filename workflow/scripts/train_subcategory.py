@@ -7,9 +7,10 @@ from wsss_lib.jobs import start_job
 start_job(snakemake.output)
 
 from wsss_lib.stages.subcategory import train_subcategory
-from wsss_lib.training import job_resume
+from wsss_lib.training import ResumeSpec
 
-resume = job_resume(snakemake, per="epochs")
+resume = ResumeSpec.for_job(snakemake.params.resume, dict(snakemake.params.items()), snakemake.input,
+                            snakemake.config["resume"], per="epochs")
 train_subcategory(snakemake.input.train, snakemake.input.val, snakemake.input.clusters,
                   snakemake.input.clusters_json, snakemake.input.get("init"), snakemake.output.model,
                   snakemake.output.log_csv, snakemake.params.hp, n_subcategories=snakemake.params.n_subcategories,

@@ -138,7 +138,7 @@ def decoded_images(table: pd.DataFrame, mean: Sequence[float], std: Sequence[flo
                    pin_memory: bool) -> DataLoader:
     """(id, normalised full-size image, labels) per image of the split table, in its order, decoded by
     ``workers`` loader processes ahead of the consumer (a GPU job's random walk or DeepLab inference then
-    does not wait for JPEG decoding; how many a job gets: wsss_lib.training.loader_workers)."""
+    does not wait for JPEG decoding; how many a job gets: wsss_lib.device.loader_workers)."""
     return DataLoader(InferenceDataset(table, mean, std), batch_size=None, num_workers=workers, pin_memory=pin_memory)
 
 

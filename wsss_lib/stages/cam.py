@@ -13,12 +13,12 @@ from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table, read_split_tables, require_same_classes
+from wsss_lib.device import autocast, loader_workers, place_model, resolve_device, to_device, varied_input_sizes
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.store import open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.progress import Progress
-from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, place_model, resolve_device,
-                               to_device, train_classifier, varied_input_sizes)
+from wsss_lib.training import ResumeSpec, TrainSettings, fit
 
 
 def train_transform(opts: Mapping[str, Any], mean, std) -> ClassificationTrainTransform:
@@ -44,7 +44,7 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
     class_names = class_columns(train_table)
     model = build_cam_net(hp["backbone"], len(class_names), hp["pretrained"], hp["output_stride"], weights_file)
     backbone = model.backbone
-    rows = train_classifier(
+    rows = fit(
         model, ClassificationDataset(train_table, train_transform(opts, backbone.input_mean, backbone.input_std),
                                      seed=opts["seed"]),
         InferenceDataset(val_table, backbone.input_mean, backbone.input_std), TrainSettings.from_config(opts),

@@ -19,13 +19,13 @@ from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import read_label_png, write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import read_split_table, read_split_tables
+from wsss_lib.device import autocast, loader_workers, resolve_device, varied_input_sizes
 from wsss_lib.models.affinity_net import build_affinity_net, load_affinity_net, save_affinity_net
 from wsss_lib.models.cam_net import cam_backbone_state
 from wsss_lib.progress import track
 from wsss_lib.random_walk import random_walk_labels
 from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
-from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, loader_workers, resolve_device,
-                               train_classifier, varied_input_sizes)
+from wsss_lib.training import ResumeSpec, TrainSettings, fit
 
 
 def _split_with_cams(split_csvs: str | Sequence[str], store: StoreReader):
@@ -132,8 +132,8 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
     )
     dataset = SegmentationTrainDataset(table["id"], table["image"], StoreArrays(labels_store, "labels"), transform,
                                        seed=opts["seed"])
-    rows = train_classifier(model, dataset, None, TrainSettings.from_config(opts), affinity_batch_loss(opts["radius"]),
-                            resolve_device(device), log_out, resume)
+    rows = fit(model, dataset, None, TrainSettings.from_config(opts), affinity_batch_loss(opts["radius"]),
+               resolve_device(device), log_out, resume)
     meta = {"architecture": "affinity_net", "backbone": hp["backbone"], "output_stride": int(backbone.output_stride),
             "stride": opts["stride"], "radius": opts["radius"], "class_names": class_names, "method": method,
             "config_hash": config_hash(dict(opts)), "init": opts["init"],

@@ -18,11 +18,12 @@ from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table
+from wsss_lib.device import loader_workers, resolve_device
 from wsss_lib.models.cam_net import cam_backbone_state
 from wsss_lib.models.deeplab import build_deeplab, load_deeplab, save_deeplab
 from wsss_lib.progress import track
 from wsss_lib.segmentation import PseudoLabelReader, crf_refine_many, predict_probabilities, segmentation_batch_loss
-from wsss_lib.training import ResumeSpec, TrainSettings, loader_workers, resolve_device, train_classifier
+from wsss_lib.training import ResumeSpec, TrainSettings, fit
 
 def segment_settings(opts: Mapping[str, Any], n_images: int) -> TrainSettings:
     """The shared loop's settings for ``iterations`` updates (DeepLab counts iterations, not epochs)."""
@@ -71,8 +72,8 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
         scale_range=tuple(opts["scale_range"]), hflip=opts["hflip"],
     )
     dataset = SegmentationTrainDataset(table["id"], table["image"], reader, transform, seed=opts["seed"])
-    rows = train_classifier(model, dataset, None, segment_settings(opts, len(dataset)), segmentation_batch_loss(),
-                            resolve_device(device), log_out, resume)
+    rows = fit(model, dataset, None, segment_settings(opts, len(dataset)), segmentation_batch_loss(),
+               resolve_device(device), log_out, resume)
     meta = {"architecture": "deeplab", "backbone": opts["backbone"], "head": opts["head"],
             "output_stride": int(backbone.output_stride), "n_classes": len(class_names) + 1,
             "class_names": ["background", *class_names], "method": method, "config_hash": config_hash(dict(opts)),

@@ -23,14 +23,14 @@ from wsss_lib.clustering import check_clusters, cluster_by_class
 from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.voc import class_columns, read_split_table
+from wsss_lib.device import autocast, resolve_device, varied_input_sizes
 from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.progress import Progress, summary_line
 from wsss_lib.report import write_csv, write_json
 from wsss_lib.stages.cam import train_transform
 from wsss_lib.store import StoreReader, open_store_writer
-from wsss_lib.training import (ResumeSpec, TrainSettings, autocast, resolve_device, train_classifier,
-                               varied_input_sizes)
+from wsss_lib.training import ResumeSpec, TrainSettings, fit
 
 
 def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, teacher: Mapping[str, Any], *,
@@ -51,7 +51,7 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
         return F.multilabel_soft_margin_loss(model(images), labels), {}
 
     val_set = InferenceDataset(val_table, model.input_mean, model.input_std, size=teacher["image_size"])
-    rows = train_classifier(
+    rows = fit(
         model, ClassificationDataset(train_table, train_transform(opts, model.input_mean, model.input_std),
                                      seed=teacher["seed"]),
         val_set, TrainSettings.from_config(opts), vit_loss, resolve_device(device), log_out, resume,
@@ -173,7 +173,7 @@ def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_
             raise ValueError(f"{init_model} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
         mean, std = init_meta["input_mean"], init_meta["input_std"]
         start = f"round {round_index - 1}: {init_model}"
-    rows = train_classifier(
+    rows = fit(
         model, ClassificationDataset(merged, train_transform(opts, mean, std), seed=opts["seed"] + round_index),
         InferenceDataset(read_split_table(val_csv, class_names), mean, std), TrainSettings.from_config(opts),
         build_batch_loss(objective_from_config(opts, hp["subcategory"]["weight"])), resolve_device(device),
