@@ -67,6 +67,7 @@ def test_the_lock_is_freed_by_a_failed_or_killed_writer(tmp_path):
     assert path.read_text() == "complete"
 
 
+@pytest.mark.slow
 def test_two_workflows_on_one_results_tree_are_refused_by_snakemakes_lock(tmp_path):
     overlay = write_overlay(tmp_path, TINY_SYNTHETIC)
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),

@@ -165,6 +165,7 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_snakemake_killed_mid_training_reruns_as_the_same_command(tmp_path):
     cam = tmp_path / "results/baseline/cam"
     log = tmp_path / "results/logs/train_cam/baseline.log"
@@ -187,6 +188,7 @@ def test_snakemake_killed_mid_training_reruns_as_the_same_command(tmp_path):
     assert sorted(p.name for p in cam.iterdir() if p.name != ".resume") == ["model.pt", "train_log.csv"]
 
 
+@pytest.mark.slow
 def test_snakemake_and_its_job_killed_mid_store_write_rerun_as_the_same_command(tmp_path):
     run_snakemake(tmp_path, "--cores", "2", "results/baseline/cam/model.pt", overlay=HARD_STOP)
     cam = tmp_path / "results/baseline/cam"

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import REPO, TINY_SYNTHETIC, run_snakemake
 
+pytestmark = pytest.mark.slow  # runs Snakemake jobs: `pytest -m "not slow"` skips it
+
 ONE_EPOCH = {
     **TINY_SYNTHETIC,
     "synthetic": {**TINY_SYNTHETIC["synthetic"], "hparams": {

@@ -22,6 +22,8 @@ import torch
 
 from conftest import REPO, TINY_SYNTHETIC, write_overlay
 
+pytestmark = pytest.mark.slow  # runs Snakemake jobs: `pytest -m "not slow"` skips it
+
 TARGET = "results/baseline/cam/model.pt"
 JOB_LOG = "results/logs/train_cam/baseline.log"
 STATE = "results/baseline/cam/.resume/train_cam.pt"

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import REPO, TINY_SYNTHETIC, run_snakemake
 
+pytestmark = pytest.mark.slow  # runs Snakemake jobs: `pytest -m "not slow"` skips it
+
 CLUSTER = REPO / "scripts" / "slurm_cluster.sh"
 PROFILE = REPO / "tests" / "slurm_profile"
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")

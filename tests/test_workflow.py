@@ -47,6 +47,7 @@ def deeplab_fit_to_pseudo_labels(workdir) -> tuple[float, float]:
     return correct / labelled, counts.max() / labelled
 
 
+@pytest.mark.slow
 def test_learned_cams_beat_all_background(tiny_run):
     result = json.loads((tiny_run / "results/baseline/cam/miou.json").read_text())
     assert result["n_images"] == 48 and result["split"] == "train"
@@ -59,6 +60,7 @@ def test_learned_cams_beat_all_background(tiny_run):
     assert result["best_miou"] == max(result["sweep"].values()) >= result["miou"]  # 0.15 is in the sweep
 
 
+@pytest.mark.slow
 def test_outputs_logs_and_store_layout(tiny_run):
     results = tiny_run / "results"
     log = (results / "baseline/cam/train_log.csv").read_text().splitlines()
@@ -75,6 +77,7 @@ def test_outputs_logs_and_store_layout(tiny_run):
         assert (results / f"benchmarks/{rule}/baseline.tsv").is_file()
 
 
+@pytest.mark.slow
 def test_refinement_from_cams_to_pseudo_labels(tiny_run):
     import torch
 
@@ -108,6 +111,7 @@ def test_refinement_from_cams_to_pseudo_labels(tiny_run):
         assert (tiny_run / f"results/benchmarks/{rule}/baseline.tsv").is_file()
 
 
+@pytest.mark.slow
 def test_segmentation_from_pseudo_labels_to_the_method_result(tiny_run):
     import torch
 
@@ -191,6 +195,7 @@ def every_method_run(tmp_path_factory):
     return workdir, dry.stdout
 
 
+@pytest.mark.slow
 def test_every_method_trains_into_the_cam_summary(every_method_run):
     import pandas as pd
 
@@ -210,6 +215,7 @@ def test_every_method_trains_into_the_cam_summary(every_method_run):
     assert "6/6" in (workdir / "results/logs/train_cam/fmix.log").read_text()
 
 
+@pytest.mark.slow
 def test_every_method_reaches_the_summary(every_method_run):
     import pandas as pd
 
@@ -225,6 +231,7 @@ def test_every_method_reaches_the_summary(every_method_run):
     assert all(f"| {method} |" in markdown for method in METHODS)
 
 
+@pytest.mark.slow
 def test_train_aug_pseudo_labels_keep_the_cam_score_on_train(every_method_run):
     import torch
 
@@ -242,6 +249,7 @@ def test_train_aug_pseudo_labels_keep_the_cam_score_on_train(every_method_run):
         assert len(cams) == 48  # the others stay on train
 
 
+@pytest.mark.slow
 def test_changing_one_method_reruns_only_its_jobs(every_method_run):
     workdir, _ = every_method_run
     changed = json.loads(json.dumps(ONE_EPOCH_EVERY_METHOD))
@@ -264,12 +272,14 @@ def test_changing_one_method_reruns_only_its_jobs(every_method_run):
     assert "Nothing to be done" in unchanged.stdout + unchanged.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_after_the_checkpoint_schedules_the_head_size_found(every_method_run):
     workdir, dry_stdout = every_method_run
     count = json.loads((workdir / "results/sce/round1/clusters.json").read_text())["total"]
     assert f"train sce round 1 with a sub-category head of {count}" in dry_stdout
 
 
+@pytest.mark.slow
 def test_refinement_runs_after_a_subcategory_method(every_method_run):
     import torch
 
@@ -283,6 +293,7 @@ def test_refinement_runs_after_a_subcategory_method(every_method_run):
     assert len(list((results / "refine/pseudo").glob("*.png"))) == 48
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sce", "sct", "sc_cam"])
 def test_subcategory_head_size_equals_the_count_found(every_method_run, method):
     import pandas as pd
@@ -315,6 +326,7 @@ def png_size(path) -> tuple[int, int]:
         return image.size
 
 
+@pytest.mark.slow
 def test_every_method_draws_its_figures(every_method_run):
     workdir, _ = every_method_run
     results = workdir / "results"
@@ -337,6 +349,7 @@ def test_every_method_draws_its_figures(every_method_run):
     assert png_size(results / "figures/cam_comparison.png")[0] > 170 * (len(METHODS) + 2)
 
 
+@pytest.mark.slow
 def test_summary_markdown_sets_this_run_beside_the_published_figures(every_method_run):
     workdir, _ = every_method_run
     markdown = (workdir / "results/summary.md").read_text()
@@ -350,6 +363,7 @@ def test_summary_markdown_sets_this_run_beside_the_published_figures(every_metho
     assert "| sc_cam | CAM | - | - |" in markdown  # SC-CAM publishes no CAM figure that the seed quotes
 
 
+@pytest.mark.slow
 def test_progress_and_throughput_in_the_logs_of_per_image_jobs(every_method_run):
     workdir, _ = every_method_run
     logs = workdir / "results/logs"
@@ -362,6 +376,7 @@ def test_progress_and_throughput_in_the_logs_of_per_image_jobs(every_method_run)
         logs / "cluster_features/sce_round1.log").read_text(), re.M)
 
 
+@pytest.mark.slow
 def test_html_report_in_a_real_browser(every_method_run, browser):
     """`snakemake --report` on the run, opened in headless Chromium: the menu lists every method, and clicking
     through it shows each figure and the summary tables."""
