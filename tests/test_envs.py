@@ -4,6 +4,7 @@ import re
 import shutil
 import tomllib
 
+import pytest
 import yaml
 
 from conftest import REPO, TINY_SYNTHETIC, run_snakemake
