@@ -14,20 +14,9 @@ import pytest
 from PIL import Image
 
 from conftest import RunsCodeWhenUnpickled, png_claiming, run_snakemake
+from overlays import TINY
 from wsss_lib.data.label_png import write_label_png
 
-# The smallest setup that reaches the CAM jobs: 8 images of 32 px, one epoch, one CAM scale.
-TINY = {
-    "device": "cpu",
-    "synthetic": {
-        "n_train": 8, "n_train_aug": 8, "n_val": 4, "image_size": 32, "n_classes": 3,
-        "hparams": {
-            "backbone": "small_cnn",
-            "train_cam": {"epochs": 1, "crop": 32, "resize_long": [28, 36], "batch_size": 4},
-            "make_cams": {"scales": [1.0]},
-        },
-    },
-}
 VOC_IDS = ["2007_000001", "2007_000002", "2007_000003"]
 
 

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake, write_overlay
+from conftest import REPO, run_snakemake, write_overlay
+from overlays import TINY_SYNTHETIC
 from wsss_lib.atomic import ConcurrentWriteError, atomic_path
 from wsss_lib.store import StoreReader, open_store_writer
 

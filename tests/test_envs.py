@@ -7,7 +7,8 @@ import tomllib
 import pytest
 import yaml
 
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake
+from conftest import REPO, run_snakemake
+from overlays import TINY_SYNTHETIC
 
 
 def test_conda_env_pins_equal_pyproject():

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, run_snakemake, write_overlay
+from overlays import HARD_STOP
 from wsss_lib import atomic
 from wsss_lib.atomic import ConcurrentWriteError, atomic_path, remove_dead_temporaries, writer_lock
 from wsss_lib.jobs import release_stale_snakemake_locks
@@ -131,21 +132,6 @@ def test_stale_snakemake_locks_are_removed_only_when_no_snakemake_runs(tmp_path)
         running.kill()
         running.wait(timeout=30)
     assert release_stale_snakemake_locks(snakemake_dir) == [stale] and not stale.exists()
-
-
-# Enough training (~0.1 s an epoch) that the kill lands inside it, and enough CAM work (4 scales, 32 images) that it lands
-# inside the store's write; small enough that the reruns finish in seconds.
-HARD_STOP = {
-    "device": "cpu",
-    "synthetic": {
-        "n_train": 32, "n_train_aug": 32, "n_val": 8, "image_size": 64, "n_classes": 3,
-        "hparams": {
-            "backbone": "small_cnn",
-            "train_cam": {"epochs": 40, "crop": 48, "resize_long": [40, 56], "batch_size": 8},
-            "make_cams": {"scales": [1.0, 0.5, 1.5, 2.0]},
-        },
-    },
-}
 
 
 def start_snakemake(workdir: Path, target: str) -> subprocess.Popen:

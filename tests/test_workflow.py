@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake
+from conftest import REPO, run_snakemake
+from overlays import ONE_EPOCH_EVERY_METHOD, TINY_SYNTHETIC
 
 
 @pytest.fixture(scope="module")
@@ -160,26 +161,6 @@ def test_lint_is_clean(tmp_path):
     assert "Lints for" not in result.stdout + result.stderr
 
 
-ONE_EPOCH_EVERY_METHOD = {
-    **TINY_SYNTHETIC,
-    "synthetic": {**TINY_SYNTHETIC["synthetic"], "hparams": {
-        "train_cam": {"epochs": 1, "crop": 64, "resize_long": [56, 72], "batch_size": 8},
-        "make_cams": {"scales": [1.0]},
-        "refine": {"affinity": {"crop": 64, "epochs": 1, "batch_size": 8}},
-        "segment": {"iterations": 6, "batch_size": 8, "crop": 64},
-        "teacher": {"preset": "vit_tiny_scratch", "pretrained": "none", "image_size": 64, "epochs": 2,
-                    "batch_size": 8, "resize_long": [56, 72]}}},
-    # method blocks override the dataset's hparams, so their own epoch counts are cut here too
-    # fmix_aug also takes its pseudo-labels and DeepLab to train_aug; the sub-category methods learn from
-    # train_aug (PSA / IRN / SC-CAM protocol): teacher, features, clusters and rounds all on its 64 images.
-    # sce and sc_cam run 2 rounds (round 2 clusters round 1's features); sct keeps its one round: its
-    # rounds would all cluster the same teacher's features from the same start
-    "methods": {"fmix": {"train_cam": {"epochs": 1}},
-                "fmix_aug": {"train_cam": {"epochs": 1}, "segment": {"split": "train_aug"}},
-                "sce": {"subcategory": {"rounds": 2}, "train_cam": {"split": "train_aug"}},
-                "sct": {"train_cam": {"split": "train_aug"}},
-                "sc_cam": {"subcategory": {"rounds": 2}, "train_cam": {"split": "train_aug"}}},
-}
 SUBCATEGORY_ROUNDS = {"sce": 2, "sct": 1, "sc_cam": 2}
 METHODS = ["baseline", "mixup", "manifold_mixup", "fmix", "fmix_aug", "sce", "sct", "sc_cam"]
 
