@@ -28,6 +28,19 @@ def voc_sample() -> Path:
     return VOC_SAMPLE
 
 
+def saved_cam_net(tmp_path: Path, backbone: str = "small_cnn_w16"):
+    """A seeded 2-class CAM net saved as a model file (tmp_path/cam.pt): the net and its path."""
+    import torch
+
+    from wsss_lib.models.cam_net import build_cam_net, model_metadata, save_model
+
+    torch.manual_seed(0)
+    net = build_cam_net(backbone, 2, "none", 8)
+    path = tmp_path / "cam.pt"
+    save_model(path, net, model_metadata(net, backbone, ["a", "b"]))
+    return net, path
+
+
 def write_overlay(workdir: Path, overlay: dict, name: str = "overlay.yaml") -> Path:
     path = workdir / name
     path.write_text(yaml.safe_dump(overlay))
