@@ -1,4 +1,5 @@
-"""Shared fixtures: repository paths, the real VOC sample, and a tiny synthetic workflow config."""
+"""Shared fixtures: repository paths, the real VOC sample, and run_snakemake (the overlays tests pass it are in
+overlays.py)."""
 
 from __future__ import annotations
 
@@ -27,25 +28,17 @@ def voc_sample() -> Path:
     return VOC_SAMPLE
 
 
-TINY_SYNTHETIC = {
-    "device": "cpu",
-    "synthetic": {
-        "n_train": 48, "n_train_aug": 64, "n_val": 16, "image_size": 64, "n_classes": 3,
-        # small_cnn at full width, DeepLab from scratch: the setup whose learned margins were measured over seeds
-        # (benchmarks/learned_margins.py), whatever the demo (config.yaml) trades for speed
-        "hparams": {
-            "backbone": "small_cnn",
-            "train_cam": {"epochs": 30, "lr": 0.02, "crop": 64, "resize_long": [56, 72], "batch_size": 8},
-            "make_cams": {"scales": [1.0, 1.5]},
-            "refine": {"affinity": {"crop": 64, "epochs": 8, "batch_size": 8}, "random_walk": {"beta": 8}},
-            # lr: the demo's 0.02 (10x on the head) diverges here (first-epoch loss ~11) and DeepLab then fits its
-            # own pseudo-labels barely above their majority label on some seeds; 0.002 fits them (benchmarks/
-            # learned_margins.py)
-            "segment": {"iterations": 120, "batch_size": 8, "crop": 64, "lr": 0.002, "backbone": "small_cnn",
-                        "init": "pretrained"},
-        },
-    },
-}
+def saved_cam_net(tmp_path: Path, backbone: str = "small_cnn_w16"):
+    """A seeded 2-class CAM net saved as a model file (tmp_path/cam.pt): the net and its path."""
+    import torch
+
+    from wsss_lib.models.cam_net import build_cam_net, model_metadata, save_model
+
+    torch.manual_seed(0)
+    net = build_cam_net(backbone, 2, "none", 8)
+    path = tmp_path / "cam.pt"
+    save_model(path, net, model_metadata(net, backbone, ["a", "b"]))
+    return net, path
 
 
 def write_overlay(workdir: Path, overlay: dict, name: str = "overlay.yaml") -> Path:

@@ -14,20 +14,9 @@ import pytest
 from PIL import Image
 
 from conftest import RunsCodeWhenUnpickled, png_claiming, run_snakemake
+from overlays import TINY
 from wsss_lib.data.label_png import write_label_png
 
-# The smallest setup that reaches the CAM jobs: 8 images of 32 px, one epoch, one CAM scale.
-TINY = {
-    "device": "cpu",
-    "synthetic": {
-        "n_train": 8, "n_train_aug": 8, "n_val": 4, "image_size": 32, "n_classes": 3,
-        "hparams": {
-            "backbone": "small_cnn",
-            "train_cam": {"epochs": 1, "crop": 32, "resize_long": [28, 36], "batch_size": 4},
-            "make_cams": {"scales": [1.0]},
-        },
-    },
-}
 VOC_IDS = ["2007_000001", "2007_000002", "2007_000003"]
 
 
@@ -87,6 +76,7 @@ def failed_split(workdir: Path, voc: Path) -> str:
     return failure_text(workdir, result, "prepare_splits/train.log")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupt_jpeg_in_the_dataset(tmp_path, damage):
     voc = voc_tree(tmp_path / "voc")
@@ -102,6 +92,7 @@ def test_corrupt_jpeg_in_the_dataset(tmp_path, damage):
     assert f"cannot read image {image}" in text and (damage != "truncated" or "is truncated" in text), text
 
 
+@pytest.mark.slow
 def test_mask_of_another_size_than_its_image(tmp_path):
     voc = voc_tree(tmp_path / "voc")
     mask = voc / "SegmentationClass" / f"{VOC_IDS[2]}.png"
@@ -110,6 +101,7 @@ def test_mask_of_another_size_than_its_image(tmp_path):
     assert f"mask {mask} is 9x10" in text and f"{VOC_IDS[2]}.jpg is 8x10" in text, text
 
 
+@pytest.mark.slow
 def test_image_listed_twice_in_a_split(tmp_path):
     voc = voc_tree(tmp_path / "voc", split_lines=[*VOC_IDS, VOC_IDS[0]])
     text = failed_split(tmp_path, voc)
@@ -122,6 +114,7 @@ def files_outside(root: Path, *inside: Path) -> set[Path]:
             if p.is_file() and p.name != "overlay.yaml" and not any(p.is_relative_to(d) for d in inside)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad_id", ["../../escape_probe", "sub/2007_000001"])
 def test_image_id_that_is_a_path(tmp_path, bad_id):
     # the files the id points at exist, image and mask, so only the id check stops the old reading of them
@@ -137,6 +130,7 @@ def test_image_id_that_is_a_path(tmp_path, bad_id):
     assert files_outside(tmp_path, tmp_path / "results", tmp_path / ".snakemake") == before
 
 
+@pytest.mark.slow
 def test_png_claiming_20000_by_20000_pixels_named_jpg(tmp_path):
     voc = voc_tree(tmp_path / "voc")
     image = voc / "JPEGImages" / f"{VOC_IDS[1]}.jpg"
@@ -146,6 +140,7 @@ def test_png_claiming_20000_by_20000_pixels_named_jpg(tmp_path):
            f"{Image.MAX_IMAGE_PIXELS:,} pixels" in text, text
 
 
+@pytest.mark.slow
 def test_photo_turned_by_its_exif_orientation_with_a_mask_of_the_displayed_photo(tmp_path):
     # stored 8 high and 10 wide, displayed (Orientation 6: a quarter turn clockwise) 10 high and 8 wide
     voc = voc_tree(tmp_path / "voc")
@@ -166,6 +161,7 @@ def test_photo_turned_by_its_exif_orientation_with_a_mask_of_the_displayed_photo
            f"Orientation is 6; stored 8x10)" in text, text
 
 
+@pytest.mark.slow
 def test_split_csv_missing_a_class_column(cam_copy):
     # edited after the CAM net was trained from it: the net retrains, and must not on a class fewer
     train_csv = cam_copy / "results/splits/train.csv"
@@ -186,6 +182,7 @@ def test_unknown_method_in_a_target(tmp_path):
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_model_file_that_is_a_pickle(cam_copy):
     model, marker = cam_copy / "results/baseline/cam/model.pt", cam_copy / "code_ran"
     model.write_bytes(pickle.dumps(RunsCodeWhenUnpickled(marker), protocol=2))
@@ -198,6 +195,7 @@ def test_model_file_that_is_a_pickle(cam_copy):
     assert_no_partial_output(cam_copy / "results/baseline/cam/cams.h5")
 
 
+@pytest.mark.slow
 def test_cam_store_cut_short_mid_write(cam_copy):
     store = cam_copy / "results/baseline/cam/cams.h5"
     with h5py.File(store, "r") as handle:
@@ -210,6 +208,7 @@ def test_cam_store_cut_short_mid_write(cam_copy):
     assert_no_partial_output(cam_copy / "results/baseline/cam/miou.json")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hostile, refusal", [
     ("external raw storage", "keeps its data in external files"),
     ("NaN", "holds NaN or infinite values"),

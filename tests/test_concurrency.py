@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake, write_overlay
+from conftest import REPO, run_snakemake, write_overlay
+from overlays import TINY_SYNTHETIC
 from wsss_lib.atomic import ConcurrentWriteError, atomic_path
 from wsss_lib.store import StoreReader, open_store_writer
 
@@ -67,6 +68,7 @@ def test_the_lock_is_freed_by_a_failed_or_killed_writer(tmp_path):
     assert path.read_text() == "complete"
 
 
+@pytest.mark.slow
 def test_two_workflows_on_one_results_tree_are_refused_by_snakemakes_lock(tmp_path):
     overlay = write_overlay(tmp_path, TINY_SYNTHETIC)
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),

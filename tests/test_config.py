@@ -45,6 +45,76 @@ def test_value_of_the_wrong_type_fails_validation_naming_its_key(section):
 
 
 
+def key_paths(node, prefix=()):
+    """Every key path in a nested mapping: each block's key and, under it, each of its keys."""
+    for key, value in node.items():
+        yield (*prefix, key)
+        if isinstance(value, dict):
+            yield from key_paths(value, (*prefix, key))
+
+
+DEFAULT_KEYS = list(key_paths(load_config()["defaults"]))
+
+
+@pytest.mark.parametrize("path", DEFAULT_KEYS, ids=".".join)
+def test_a_missing_default_fails_validation_naming_it(path):
+    """`defaults` is where every value has its default: without one, validation (not a job's KeyError) says which."""
+    config = load_config()
+    node = config["defaults"]
+    for part in path[:-1]:
+        node = node[part]
+    del node[path[-1]]
+    with pytest.raises(Exception, match=rf"'{path[-1]}' is a required property") as raised:
+        validate(config, SCHEMA)
+    assert "On instance" + "".join(f"[{part!r}]" for part in ("defaults", *path[:-1])) + ":" in str(raised.value)
+
+
+def test_defaults_must_give_every_key_the_schema_knows():
+    """The schema's `defaults` view requires every property of #/$defs/hparams, down to the leaves (but `published`
+    and `protocol`, which only method blocks have), so a key added to the schema must get a default too."""
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    hparams, complete = schema["$defs"]["hparams"], schema["$defs"]["complete_hparams"]
+    assert schema["properties"]["defaults"]["$ref"] == "#/$defs/complete_hparams"
+    assert complete["allOf"][0] == {"$ref": "#/$defs/hparams"}
+
+    def unrequired(properties, required, path):
+        missing = [".".join((*path, key)) for key in properties if key not in required.get("required", [])]
+        for key, sub in properties.items():
+            if "properties" in sub:
+                missing += unrequired(sub["properties"], required.get("properties", {}).get(key, {}), (*path, key))
+        return missing
+
+    assert unrequired(hparams["properties"], complete["allOf"][1], ()) == ["published", "protocol"]
+
+
+def test_method_blocks_and_protocols_need_not_give_every_key():
+    config = load_config()
+    config["protocols"]["partial"] = {"train_cam": {"lr": 0.1}, "refine": {"crf": {"iterations": 5}}}
+    config["methods"]["partial"] = {"protocol": "partial", "segment": {"crf": {"bilateral_srgb": 5}}}
+    config["synthetic"]["hparams"]["subcategory"] = {"clustering": {"seed": 1}}
+    validate(config, SCHEMA)
+
+
+# Overlays shipped in config/, each merged over config.yaml as the README runs them (voc_sample_cpu_deeplab.yaml
+# after voc_sample.yaml, as its header says)
+OVERLAYS = [["train_aug.yaml"], ["voc_sample.yaml"], ["voc_sample_cpu_deeplab.yaml"],
+            ["voc_sample.yaml", "voc_sample_cpu_deeplab.yaml"]]
+
+
+def test_every_shipped_overlay_is_listed():
+    shipped = {path.name for path in (REPO / "config").glob("*.yaml")} - {"config.yaml", "schema.yaml"}
+    assert shipped == {name for names in OVERLAYS for name in names}
+
+
+@pytest.mark.parametrize("overlays", OVERLAYS, ids="+".join)
+def test_shipped_overlays_are_valid(overlays):
+    config = load_config()
+    for name in overlays:
+        config = deep_merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    validate(config, SCHEMA)
+    check_config(config)
+
+
 def test_shipped_config_passes_the_number_checks():
     check_config(load_config())
 

@@ -4,9 +4,11 @@ import re
 import shutil
 import tomllib
 
+import pytest
 import yaml
 
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake
+from conftest import REPO, run_snakemake
+from overlays import TINY_SYNTHETIC
 
 
 def test_conda_env_pins_equal_pyproject():
@@ -20,6 +22,7 @@ def test_conda_env_pins_equal_pyproject():
     assert "snakemake-executor-plugin-slurm==" in " ".join(pip)  # the cluster profile's executor
 
 
+@pytest.mark.slow
 def test_jobs_import_the_library_of_the_workflow_that_runs_them(tmp_path):
     """Another clone's wsss_lib (here: the repository's, first on PYTHONPATH) is not what the job runs."""
     clone = tmp_path / "clone"

@@ -7,7 +7,6 @@ from PIL import Image
 
 from wsss_lib.figures import (Example, class_overlay, colour_labels, example_grid, heat_overlay, legend_handles,
                               per_class_iou_bars, stage_bars, subcategory_grid, threshold_sweep, training_curves)
-from wsss_lib.stages.figures import figure_rows
 
 CLASSES = ["aeroplane", "bicycle", "bird"]
 
@@ -117,14 +116,3 @@ def test_stage_bars_group_methods_by_stage(tmp_path):
     axis = stage_bars(summary, tmp_path / "stages.png").axes[0]
     np.testing.assert_allclose([bar.get_height() for bar in axis.patches], [0.4, 0.5, 0.5, 0.6, 0.55, 0.65])
     assert [t.get_text() for t in axis.get_legend().texts] == ["CAM", "pseudo-label", "segmentation"]
-
-
-def test_figure_rows_take_the_first_masked_images_or_the_listed_ids(tmp_path):
-    table = pd.DataFrame({"id": ["a", "b", "c", "d"], "image": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
-                          "mask": ["", "b.png", "c.png", "d.png"], "bird": [1, 0, 1, 1]})
-    path = tmp_path / "train.csv"
-    table.to_csv(path, index=False)
-    assert figure_rows(str(path), {"ids": [], "n_images": 2})["id"].tolist() == ["b", "c"]
-    assert figure_rows(str(path), {"ids": ["d", "a"], "n_images": 2})["id"].tolist() == ["d", "a"]
-    with pytest.raises(ValueError, match=r"figures.ids \['zz'\] are not in .*train.csv"):
-        figure_rows(str(path), {"ids": ["zz"], "n_images": 2})

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, run_snakemake, write_overlay
+from overlays import HARD_STOP
 from wsss_lib import atomic
 from wsss_lib.atomic import ConcurrentWriteError, atomic_path, remove_dead_temporaries, writer_lock
 from wsss_lib.jobs import release_stale_snakemake_locks
@@ -133,21 +134,6 @@ def test_stale_snakemake_locks_are_removed_only_when_no_snakemake_runs(tmp_path)
     assert release_stale_snakemake_locks(snakemake_dir) == [stale] and not stale.exists()
 
 
-# Enough training (~0.1 s an epoch) that the kill lands inside it, and enough CAM work (4 scales, 32 images) that it lands
-# inside the store's write; small enough that the reruns finish in seconds.
-HARD_STOP = {
-    "device": "cpu",
-    "synthetic": {
-        "n_train": 32, "n_train_aug": 32, "n_val": 8, "image_size": 64, "n_classes": 3,
-        "hparams": {
-            "backbone": "small_cnn",
-            "train_cam": {"epochs": 40, "crop": 48, "resize_long": [40, 56], "batch_size": 8},
-            "make_cams": {"scales": [1.0, 0.5, 1.5, 2.0]},
-        },
-    },
-}
-
-
 def start_snakemake(workdir: Path, target: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(REPO / "config/config.yaml"), str(write_overlay(workdir, HARD_STOP)),
@@ -165,6 +151,7 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_snakemake_killed_mid_training_reruns_as_the_same_command(tmp_path):
     cam = tmp_path / "results/baseline/cam"
     log = tmp_path / "results/logs/train_cam/baseline.log"
@@ -187,6 +174,7 @@ def test_snakemake_killed_mid_training_reruns_as_the_same_command(tmp_path):
     assert sorted(p.name for p in cam.iterdir() if p.name != ".resume") == ["model.pt", "train_log.csv"]
 
 
+@pytest.mark.slow
 def test_snakemake_and_its_job_killed_mid_store_write_rerun_as_the_same_command(tmp_path):
     run_snakemake(tmp_path, "--cores", "2", "results/baseline/cam/model.pt", overlay=HARD_STOP)
     cam = tmp_path / "results/baseline/cam"

@@ -11,17 +11,11 @@ import time
 
 import pytest
 
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake
+from conftest import REPO, run_snakemake
+from overlays import ONE_EPOCH
 
-ONE_EPOCH = {
-    **TINY_SYNTHETIC,
-    "synthetic": {**TINY_SYNTHETIC["synthetic"], "hparams": {
-        "train_cam": {"epochs": 1, "crop": 64, "resize_long": [56, 72], "batch_size": 8},
-        "make_cams": {"scales": [1.0]},
-        "refine": {"affinity": {"crop": 64, "epochs": 1, "batch_size": 8}},
-        "segment": {"iterations": 6, "batch_size": 8, "crop": 64}}},
-    "methods": {"fmix": {"train_cam": {"epochs": 1}}},  # fmix's own block sets 25 epochs
-}
+pytestmark = pytest.mark.slow  # runs Snakemake jobs: `pytest -m "not slow"` skips it
+
 TARGETS = ("results/baseline/miou.json", "results/fmix/miou.json")
 CAM = ["train_cam", "make_cams", "eval_cams"]
 REFINE = ["crf_labels", "train_affinity", "random_walk", "eval_pseudo_labels"]

@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY_SYNTHETIC, write_overlay
+from conftest import REPO, write_overlay
+from overlays import TINY_SYNTHETIC
+
+pytestmark = pytest.mark.slow  # runs Snakemake jobs: `pytest -m "not slow"` skips it
 
 TARGET = "results/baseline/cam/model.pt"
 JOB_LOG = "results/logs/train_cam/baseline.log"

@@ -15,26 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake
+from conftest import REPO, run_snakemake
+from overlays import BATCH_TOO_LARGE, ONE_EPOCH_SCE
+
+pytestmark = pytest.mark.slow  # runs Snakemake jobs: `pytest -m "not slow"` skips it
 
 CLUSTER = REPO / "scripts" / "slurm_cluster.sh"
 PROFILE = REPO / "tests" / "slurm_profile"
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
-
-# one epoch on small images; sce with one round: the smallest chain through the sub-category checkpoint
-ONE_EPOCH_SCE = {
-    **TINY_SYNTHETIC,
-    "synthetic": {**TINY_SYNTHETIC["synthetic"], "hparams": {
-        "train_cam": {"epochs": 1, "crop": 64, "resize_long": [56, 72], "batch_size": 8}}},
-    "methods": {"sce": {"subcategory": {"rounds": 1}}},
-}
-# a config the schema accepts but train_cam rejects at run time: one batch needs more than the 48 images
-# (the dataset and split tables stay those of ONE_EPOCH_SCE: after that run, only train_cam is to do)
-BATCH_TOO_LARGE = {
-    **ONE_EPOCH_SCE,
-    "synthetic": {**TINY_SYNTHETIC["synthetic"], "hparams": {
-        "train_cam": {"epochs": 1, "crop": 64, "resize_long": [56, 72], "batch_size": 64}}},
-}
 
 
 def _tail(text: str | bytes | None, n: int = 6000) -> str:

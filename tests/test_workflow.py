@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_SYNTHETIC, run_snakemake
+from conftest import REPO, run_snakemake
+from overlays import ONE_EPOCH_EVERY_METHOD, TINY_SYNTHETIC
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def deeplab_fit_to_pseudo_labels(workdir) -> tuple[float, float]:
     return correct / labelled, counts.max() / labelled
 
 
+@pytest.mark.slow
 def test_learned_cams_beat_all_background(tiny_run):
     result = json.loads((tiny_run / "results/baseline/cam/miou.json").read_text())
     assert result["n_images"] == 48 and result["split"] == "train"
@@ -59,6 +61,7 @@ def test_learned_cams_beat_all_background(tiny_run):
     assert result["best_miou"] == max(result["sweep"].values()) >= result["miou"]  # 0.15 is in the sweep
 
 
+@pytest.mark.slow
 def test_outputs_logs_and_store_layout(tiny_run):
     results = tiny_run / "results"
     log = (results / "baseline/cam/train_log.csv").read_text().splitlines()
@@ -75,6 +78,7 @@ def test_outputs_logs_and_store_layout(tiny_run):
         assert (results / f"benchmarks/{rule}/baseline.tsv").is_file()
 
 
+@pytest.mark.slow
 def test_refinement_from_cams_to_pseudo_labels(tiny_run):
     import torch
 
@@ -108,6 +112,7 @@ def test_refinement_from_cams_to_pseudo_labels(tiny_run):
         assert (tiny_run / f"results/benchmarks/{rule}/baseline.tsv").is_file()
 
 
+@pytest.mark.slow
 def test_segmentation_from_pseudo_labels_to_the_method_result(tiny_run):
     import torch
 
@@ -156,26 +161,6 @@ def test_lint_is_clean(tmp_path):
     assert "Lints for" not in result.stdout + result.stderr
 
 
-ONE_EPOCH_EVERY_METHOD = {
-    **TINY_SYNTHETIC,
-    "synthetic": {**TINY_SYNTHETIC["synthetic"], "hparams": {
-        "train_cam": {"epochs": 1, "crop": 64, "resize_long": [56, 72], "batch_size": 8},
-        "make_cams": {"scales": [1.0]},
-        "refine": {"affinity": {"crop": 64, "epochs": 1, "batch_size": 8}},
-        "segment": {"iterations": 6, "batch_size": 8, "crop": 64},
-        "teacher": {"preset": "vit_tiny_scratch", "pretrained": "none", "image_size": 64, "epochs": 2,
-                    "batch_size": 8, "resize_long": [56, 72]}}},
-    # method blocks override the dataset's hparams, so their own epoch counts are cut here too
-    # fmix_aug also takes its pseudo-labels and DeepLab to train_aug; the sub-category methods learn from
-    # train_aug (PSA / IRN / SC-CAM protocol): teacher, features, clusters and rounds all on its 64 images.
-    # sce and sc_cam run 2 rounds (round 2 clusters round 1's features); sct keeps its one round: its
-    # rounds would all cluster the same teacher's features from the same start
-    "methods": {"fmix": {"train_cam": {"epochs": 1}},
-                "fmix_aug": {"train_cam": {"epochs": 1}, "segment": {"split": "train_aug"}},
-                "sce": {"subcategory": {"rounds": 2}, "train_cam": {"split": "train_aug"}},
-                "sct": {"train_cam": {"split": "train_aug"}},
-                "sc_cam": {"subcategory": {"rounds": 2}, "train_cam": {"split": "train_aug"}}},
-}
 SUBCATEGORY_ROUNDS = {"sce": 2, "sct": 1, "sc_cam": 2}
 METHODS = ["baseline", "mixup", "manifold_mixup", "fmix", "fmix_aug", "sce", "sct", "sc_cam"]
 
@@ -191,6 +176,7 @@ def every_method_run(tmp_path_factory):
     return workdir, dry.stdout
 
 
+@pytest.mark.slow
 def test_every_method_trains_into_the_cam_summary(every_method_run):
     import pandas as pd
 
@@ -210,6 +196,7 @@ def test_every_method_trains_into_the_cam_summary(every_method_run):
     assert "6/6" in (workdir / "results/logs/train_cam/fmix.log").read_text()
 
 
+@pytest.mark.slow
 def test_every_method_reaches_the_summary(every_method_run):
     import pandas as pd
 
@@ -225,6 +212,7 @@ def test_every_method_reaches_the_summary(every_method_run):
     assert all(f"| {method} |" in markdown for method in METHODS)
 
 
+@pytest.mark.slow
 def test_train_aug_pseudo_labels_keep_the_cam_score_on_train(every_method_run):
     import torch
 
@@ -242,6 +230,7 @@ def test_train_aug_pseudo_labels_keep_the_cam_score_on_train(every_method_run):
         assert len(cams) == 48  # the others stay on train
 
 
+@pytest.mark.slow
 def test_changing_one_method_reruns_only_its_jobs(every_method_run):
     workdir, _ = every_method_run
     changed = json.loads(json.dumps(ONE_EPOCH_EVERY_METHOD))
@@ -264,12 +253,14 @@ def test_changing_one_method_reruns_only_its_jobs(every_method_run):
     assert "Nothing to be done" in unchanged.stdout + unchanged.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_after_the_checkpoint_schedules_the_head_size_found(every_method_run):
     workdir, dry_stdout = every_method_run
     count = json.loads((workdir / "results/sce/round1/clusters.json").read_text())["total"]
     assert f"train sce round 1 with a sub-category head of {count}" in dry_stdout
 
 
+@pytest.mark.slow
 def test_refinement_runs_after_a_subcategory_method(every_method_run):
     import torch
 
@@ -283,6 +274,7 @@ def test_refinement_runs_after_a_subcategory_method(every_method_run):
     assert len(list((results / "refine/pseudo").glob("*.png"))) == 48
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sce", "sct", "sc_cam"])
 def test_subcategory_head_size_equals_the_count_found(every_method_run, method):
     import pandas as pd
@@ -315,6 +307,7 @@ def png_size(path) -> tuple[int, int]:
         return image.size
 
 
+@pytest.mark.slow
 def test_every_method_draws_its_figures(every_method_run):
     workdir, _ = every_method_run
     results = workdir / "results"
@@ -337,6 +330,7 @@ def test_every_method_draws_its_figures(every_method_run):
     assert png_size(results / "figures/cam_comparison.png")[0] > 170 * (len(METHODS) + 2)
 
 
+@pytest.mark.slow
 def test_summary_markdown_sets_this_run_beside_the_published_figures(every_method_run):
     workdir, _ = every_method_run
     markdown = (workdir / "results/summary.md").read_text()
@@ -350,6 +344,7 @@ def test_summary_markdown_sets_this_run_beside_the_published_figures(every_metho
     assert "| sc_cam | CAM | - | - |" in markdown  # SC-CAM publishes no CAM figure that the seed quotes
 
 
+@pytest.mark.slow
 def test_progress_and_throughput_in_the_logs_of_per_image_jobs(every_method_run):
     workdir, _ = every_method_run
     logs = workdir / "results/logs"
@@ -362,6 +357,7 @@ def test_progress_and_throughput_in_the_logs_of_per_image_jobs(every_method_run)
         logs / "cluster_features/sce_round1.log").read_text(), re.M)
 
 
+@pytest.mark.slow
 def test_html_report_in_a_real_browser(every_method_run, browser):
     """`snakemake --report` on the run, opened in headless Chromium: the menu lists every method, and clicking
     through it shows each figure and the summary tables."""

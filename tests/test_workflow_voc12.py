@@ -15,6 +15,8 @@ from conftest import REPO, add_path_max_chain, run_snakemake
 from wsss_lib.data.download import file_digest
 from wsss_lib.data.label_png import write_label_png
 
+pytestmark = pytest.mark.slow  # runs Snakemake jobs: `pytest -m "not slow"` skips it
+
 VOC_TRAIN, VOC_VAL, SBD_ONLY = ["2007_000001", "2007_000002"], ["2007_000003"], ["2008_000004", "2008_000005"]
 
 
