@@ -25,10 +25,10 @@ include: "rules/guards.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{R}/summary.csv",
         f"{R}/cam_summary.csv",
         f"{R}/figures/stage_miou.png",
         f"{R}/figures/cam_comparison.png",
         [figure for method in METHODS for figure in method_figures(method)],
-    default_target: True

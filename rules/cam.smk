@@ -14,21 +14,19 @@ rule train_cam:
     output:
         model=f"{R}/{{method}}/cam/model.pt",
         log_csv=f"{R}/{{method}}/cam/train_log.csv",
-    params:
-        code=script_code("train_cam.py"),
-        hp=lambda wc: cam_training_params(wc.method),
-        resume=lambda wc: f"{R}/{wc.method}/cam/.resume/train_cam.pt",
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/train_cam/{{method}}.log",
     benchmark:
         f"{BENCH}/train_cam/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
-        runtime=600,
         gpu=gpu_count(),
+    params:
+        code=script_code("train_cam.py"),
+        hp=lambda wc: cam_training_params(wc.method),
+        resume=lambda wc: f"{R}/{wc.method}/cam/.resume/train_cam.pt",
     script:
         "../workflow/scripts/train_cam.py"
 
@@ -39,20 +37,18 @@ rule make_cams:
         split=cam_and_pseudo_split_csvs,
     output:
         f"{R}/{{method}}/cam/cams.h5",
-    params:
-        code=script_code("make_cams.py"),
-        hp=lambda wc: {"make_cams": hparams(wc.method)["make_cams"]},
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/make_cams/{{method}}.log",
     benchmark:
         f"{BENCH}/make_cams/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
-        runtime=240,
         gpu=gpu_count(),
+    params:
+        code=script_code("make_cams.py"),
+        hp=lambda wc: {"make_cams": hparams(wc.method)["make_cams"]},
     script:
         "../workflow/scripts/make_cams.py"
 
@@ -63,18 +59,15 @@ rule eval_cams:
         split=cam_split_csv,
     output:
         f"{R}/{{method}}/cam/miou.json",
-    params:
-        code=script_code("eval_cams.py"),
-        hp=lambda wc: {"eval_cams": hparams(wc.method)["eval_cams"]},
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/eval_cams/{{method}}.log",
     benchmark:
         f"{BENCH}/eval_cams/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
+    params:
+        code=script_code("eval_cams.py"),
+        hp=lambda wc: {"eval_cams": hparams(wc.method)["eval_cams"]},
     script:
         "../workflow/scripts/eval_cams.py"

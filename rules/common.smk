@@ -69,8 +69,10 @@ wildcard_constraints:
 
 def unknown_method_error(wildcards):
     """Input function of rules/guards.smk's unknown_method: fails with the name and the configured ones."""
-    raise ValueError(f"unknown method {wildcards.method!r} in the requested {R}/{wildcards.method}/{wildcards.path}; "
-                     f"the configured methods (config key `methods`) are: {', '.join(METHODS)}")
+    raise ValueError(
+        f"unknown method {wildcards.method!r} in the requested {R}/{wildcards.method}/{wildcards.path}; "
+        f"the configured methods (config key `methods`) are: {', '.join(METHODS)}"
+    )
 
 
 # What each module imports, kept between runs beside Snakemake's own metadata (wsss_lib/provenance.py).
@@ -217,7 +219,11 @@ def cam_split_csv(wildcards):
 def affinity_training_params(method):
     """What AffinityNet's training depends on: its backbone and the affinity block (not the CRF or walk)."""
     hp = hparams(method)
-    return {"backbone": hp["backbone"], "pretrained": hp["pretrained"], "refine": {"affinity": hp["refine"]["affinity"]}}
+    return {
+        "backbone": hp["backbone"],
+        "pretrained": hp["pretrained"],
+        "refine": {"affinity": hp["refine"]["affinity"]},
+    }
 
 
 def affinity_training_inputs(wildcards):

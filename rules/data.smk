@@ -14,19 +14,16 @@ localrules:
 rule make_synthetic:
     output:
         directory(config["synthetic"]["root"]),
-    params:
-        code=script_code("make_synthetic.py"),
-        spec={k: v for k, v in config["synthetic"].items() if k not in ("root", "job_threads", "hparams")},
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/make_synthetic.log",
     benchmark:
         f"{BENCH}/make_synthetic.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
+    params:
+        code=script_code("make_synthetic.py"),
+        spec={k: v for k, v in config["synthetic"].items() if k not in ("root", "job_threads", "hparams")},
     script:
         "../workflow/scripts/make_synthetic.py"
 
@@ -34,19 +31,16 @@ rule make_synthetic:
 rule download_voc:
     output:
         f"{config['voc12']['download_dir']}/VOCtrainval_11-May-2012.tar",
-    params:
-        url=config["voc12"]["voc_url"],
-        md5=config["voc12"]["voc_md5"],
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/download_voc.log",
     benchmark:
         f"{BENCH}/download_voc.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=500,
-        runtime=240,
+    params:
+        url=config["voc12"]["voc_url"],
+        md5=config["voc12"]["voc_md5"],
     script:
         "../workflow/scripts/download.py"
 
@@ -54,19 +48,16 @@ rule download_voc:
 rule download_sbd:
     output:
         f"{config['voc12']['download_dir']}/benchmark.tgz",
-    params:
-        url=config["voc12"]["sbd_url"],
-        md5=config["voc12"]["sbd_md5"],
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/download_sbd.log",
     benchmark:
         f"{BENCH}/download_sbd.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=500,
-        runtime=240,
+    params:
+        url=config["voc12"]["sbd_url"],
+        md5=config["voc12"]["sbd_md5"],
     script:
         "../workflow/scripts/download.py"
 
@@ -77,18 +68,15 @@ rule prepare_voc12:
         sbd=rules.download_sbd.output[0],
     output:
         directory("data/voc12/VOC2012"),
-    params:
-        code=script_code("prepare_voc12.py"),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/prepare_voc12.log",
     benchmark:
         f"{BENCH}/prepare_voc12.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
+    params:
+        code=script_code("prepare_voc12.py"),
     script:
         "../workflow/scripts/prepare_voc12.py"
 
@@ -98,20 +86,17 @@ rule prepare_splits:
         dataset_input,
     output:
         f"{R}/splits/{{split}}.csv",
-    params:
-        code=script_code("prepare_splits.py"),
-        root=voc_root(),
-        class_names=class_names(),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/prepare_splits/{{split}}.log",
     benchmark:
         f"{BENCH}/prepare_splits/{{split}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
+    params:
+        code=script_code("prepare_splits.py"),
+        root=voc_root(),
+        class_names=class_names(),
     script:
         "../workflow/scripts/prepare_splits.py"
 
@@ -119,17 +104,14 @@ rule prepare_splits:
 rule fetch_weights:
     output:
         "data/weights/{backbone}.pth",
-    wildcard_constraints:
-        backbone="resnet18|resnet50|resnet101|vit_b_16",
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/fetch_weights/{{backbone}}.log",
     benchmark:
         f"{BENCH}/fetch_weights/{{backbone}}.tsv"
+    wildcard_constraints:
+        backbone="resnet18|resnet50|resnet101|vit_b_16",
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,
     script:
         "../workflow/scripts/fetch_weights.py"

@@ -4,14 +4,16 @@
 import re
 
 # Folders of the results tree that rules other than the per-method ones write (splits/, ...): not method names.
-SHARED_RESULT_FOLDERS = sorted({
-    first
-    for rule in workflow.rules
-    for output in rule.output
-    if str(output).startswith(f"{R}/")
-    for first, sep, _ in [str(output)[len(R) + 1:].partition("/")]
-    if sep and "{" not in first
-})
+SHARED_RESULT_FOLDERS = sorted(
+    {
+        first
+        for rule in workflow.rules
+        for output in rule.output
+        if str(output).startswith(f"{R}/")
+        for first, sep, _ in [str(output)[len(R) + 1 :].partition("/")]
+        if sep and "{" not in first
+    }
+)
 
 
 # The method wildcard admits only configured names (common.smk), which keeps rule outputs unambiguous; a target

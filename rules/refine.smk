@@ -12,19 +12,16 @@ rule crf_labels:
         split=pseudo_split_csv,
     output:
         f"{R}/{{method}}/refine/affinity_labels.h5",
-    params:
-        code=script_code("crf_labels.py"),
-        hp=lambda wc: {"refine": {"crf": hparams(wc.method)["refine"]["crf"]}},
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/crf_labels/{{method}}.log",
     benchmark:
         f"{BENCH}/crf_labels/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: POOL_THREADS
-    resources:
-        mem_mb=4000,
-        runtime=120,
+    params:
+        code=script_code("crf_labels.py"),
+        hp=lambda wc: {"refine": {"crf": hparams(wc.method)["refine"]["crf"]}},
     script:
         "../workflow/scripts/crf_labels.py"
 
@@ -37,21 +34,19 @@ rule train_affinity:
     output:
         model=f"{R}/{{method}}/refine/affinity.pt",
         log_csv=f"{R}/{{method}}/refine/affinity_log.csv",
-    params:
-        code=script_code("train_affinity.py"),
-        hp=lambda wc: affinity_training_params(wc.method),
-        resume=lambda wc: f"{R}/{wc.method}/refine/.resume/train_affinity.pt",
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/train_affinity/{{method}}.log",
     benchmark:
         f"{BENCH}/train_affinity/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
-        runtime=600,
         gpu=gpu_count(),
+    params:
+        code=script_code("train_affinity.py"),
+        hp=lambda wc: affinity_training_params(wc.method),
+        resume=lambda wc: f"{R}/{wc.method}/refine/.resume/train_affinity.pt",
     script:
         "../workflow/scripts/train_affinity.py"
 
@@ -63,20 +58,18 @@ rule random_walk:
         split=cam_and_pseudo_split_csvs,
     output:
         directory(f"{R}/{{method}}/refine/pseudo"),
-    params:
-        code=script_code("random_walk.py"),
-        hp=lambda wc: {"refine": {"random_walk": hparams(wc.method)["refine"]["random_walk"]}},
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/random_walk/{{method}}.log",
     benchmark:
         f"{BENCH}/random_walk/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
-        runtime=240,
         gpu=gpu_count(),
+    params:
+        code=script_code("random_walk.py"),
+        hp=lambda wc: {"refine": {"random_walk": hparams(wc.method)["refine"]["random_walk"]}},
     script:
         "../workflow/scripts/random_walk.py"
 
@@ -87,17 +80,14 @@ rule eval_pseudo_labels:
         split=cam_split_csv,
     output:
         f"{R}/{{method}}/refine/miou.json",
-    params:
-        code=script_code("eval_pseudo_labels.py"),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/eval_pseudo_labels/{{method}}.log",
     benchmark:
         f"{BENCH}/eval_pseudo_labels/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
+    params:
+        code=script_code("eval_pseudo_labels.py"),
     script:
         "../workflow/scripts/eval_pseudo_labels.py"

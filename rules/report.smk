@@ -18,19 +18,16 @@ rule cam_summary:
         expand(f"{R}/{{method}}/cam/miou.json", method=METHODS),
     output:
         f"{R}/cam_summary.csv",
-    params:
-        code=script_code("cam_summary.py"),
-        methods=METHODS,
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/cam_summary.log",
     benchmark:
         f"{BENCH}/cam_summary.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
+    params:
+        code=script_code("cam_summary.py"),
+        methods=METHODS,
     script:
         "../workflow/scripts/cam_summary.py"
 
@@ -42,21 +39,18 @@ rule summary:
         csv=f"{R}/summary.csv",
         md=f"{R}/summary.md",
         html=report(f"{R}/summary.html", caption="../workflow/report/summary.rst", category="all methods"),
+    log:
+        f"{LOGS}/summary.log",
+    benchmark:
+        f"{BENCH}/summary.tsv"
+    conda:
+        "../envs/wsss.yaml"
+    threads: 1
     params:
         code=script_code("summary.py"),
         methods=METHODS,
         published={method: HPARAMS[method].get("published") for method in METHODS},
         dataset=DATASET,
-    conda:
-        "../envs/wsss.yaml"
-    log:
-        f"{LOGS}/summary.log",
-    benchmark:
-        f"{BENCH}/summary.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     script:
         "../workflow/scripts/summary.py"
 
@@ -75,18 +69,15 @@ rule plot_training_curves:
             category="{method}",
             subcategory="training",
         ),
-    params:
-        code=script_code("plot_training_curves.py"),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/plot_training_curves/{{method}}.log",
     benchmark:
         f"{BENCH}/plot_training_curves/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
+    params:
+        code=script_code("plot_training_curves.py"),
     script:
         "../workflow/scripts/plot_training_curves.py"
 
@@ -108,18 +99,15 @@ rule plot_scores:
             category="{method}",
             subcategory="scores",
         ),
-    params:
-        code=script_code("plot_scores.py"),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/plot_scores/{{method}}.log",
     benchmark:
         f"{BENCH}/plot_scores/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
+    params:
+        code=script_code("plot_scores.py"),
     script:
         "../workflow/scripts/plot_scores.py"
 
@@ -138,20 +126,17 @@ rule plot_examples:
             category="{method}",
             subcategory="images",
         ),
-    params:
-        code=script_code("plot_examples.py"),
-        figures=FIGURES,
-        hp=lambda wildcards: segment_params(wildcards.method, "infer"),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/plot_examples/{{method}}.log",
     benchmark:
         f"{BENCH}/plot_examples/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=20,
+    params:
+        code=script_code("plot_examples.py"),
+        figures=FIGURES,
+        hp=lambda wildcards: segment_params(wildcards.method, "infer"),
     script:
         "../workflow/scripts/plot_examples.py"
 
@@ -167,19 +152,16 @@ rule plot_subcategories:
             category="{method}",
             subcategory="images",
         ),
-    params:
-        code=script_code("plot_subcategories.py"),
-        per_row=FIGURES["subcategory_images"],
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/plot_subcategories/{{method}}_round{{round}}.log",
     benchmark:
         f"{BENCH}/plot_subcategories/{{method}}_round{{round}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
+    params:
+        code=script_code("plot_subcategories.py"),
+        per_row=FIGURES["subcategory_images"],
     script:
         "../workflow/scripts/plot_subcategories.py"
 
@@ -193,19 +175,16 @@ rule plot_stage_miou:
             caption="../workflow/report/stage_miou.rst",
             category="all methods",
         ),
-    params:
-        code=script_code("plot_stage_miou.py"),
-        dataset=DATASET,
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/plot_stage_miou.log",
     benchmark:
         f"{BENCH}/plot_stage_miou.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
+    params:
+        code=script_code("plot_stage_miou.py"),
+        dataset=DATASET,
     script:
         "../workflow/scripts/plot_stage_miou.py"
 
@@ -220,19 +199,16 @@ rule plot_cam_comparison:
             caption="../workflow/report/cam_comparison.rst",
             category="all methods",
         ),
-    params:
-        code=script_code("plot_cam_comparison.py"),
-        figures=FIGURES,
-        methods=METHODS,
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/plot_cam_comparison.log",
     benchmark:
         f"{BENCH}/plot_cam_comparison.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
+    params:
+        code=script_code("plot_cam_comparison.py"),
+        figures=FIGURES,
+        methods=METHODS,
     script:
         "../workflow/scripts/plot_cam_comparison.py"

@@ -16,21 +16,19 @@ rule train_deeplab:
     output:
         model=f"{R}/{{method}}/seg/model.pt",
         log_csv=f"{R}/{{method}}/seg/train_log.csv",
-    params:
-        code=script_code("train_deeplab.py"),
-        hp=lambda wc: segment_training_params(wc.method),
-        resume=lambda wc: f"{R}/{wc.method}/seg/.resume/train_deeplab.pt",
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/train_deeplab/{{method}}.log",
     benchmark:
         f"{BENCH}/train_deeplab/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        mem_mb=16000,
-        runtime=1440,
         gpu=gpu_count(),
+    params:
+        code=script_code("train_deeplab.py"),
+        hp=lambda wc: segment_training_params(wc.method),
+        resume=lambda wc: f"{R}/{wc.method}/seg/.resume/train_deeplab.pt",
     script:
         "../workflow/scripts/train_deeplab.py"
 
@@ -41,20 +39,18 @@ rule infer_deeplab:
         split=segment_eval_csv,
     output:
         directory(f"{R}/{{method}}/seg/pred"),
-    params:
-        code=script_code("infer_deeplab.py"),
-        hp=lambda wc: segment_params(wc.method, "infer", "crf"),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/infer_deeplab/{{method}}.log",
     benchmark:
         f"{BENCH}/infer_deeplab/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: POOL_THREADS
     resources:
-        mem_mb=8000,
-        runtime=240,
         gpu=gpu_count(),
+    params:
+        code=script_code("infer_deeplab.py"),
+        hp=lambda wc: segment_params(wc.method, "infer", "crf"),
     script:
         "../workflow/scripts/infer_deeplab.py"
 
@@ -66,18 +62,15 @@ rule eval_segmentation:
         model=rules.train_deeplab.output.model,
     output:
         f"{R}/{{method}}/seg/miou.json",
-    params:
-        code=script_code("eval_segmentation.py"),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/eval_segmentation/{{method}}.log",
     benchmark:
         f"{BENCH}/eval_segmentation/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
+    params:
+        code=script_code("eval_segmentation.py"),
     script:
         "../workflow/scripts/eval_segmentation.py"
 
@@ -89,17 +82,14 @@ rule method_miou:
         seg=rules.eval_segmentation.output[0],
     output:
         f"{R}/{{method}}/miou.json",
-    params:
-        code=script_code("method_miou.py"),
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/method_miou/{{method}}.log",
     benchmark:
         f"{BENCH}/method_miou/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
+    params:
+        code=script_code("method_miou.py"),
     script:
         "../workflow/scripts/method_miou.py"

@@ -11,21 +11,19 @@ rule train_teacher:
     output:
         model=f"{R}/{{method}}/teacher/model.pt",
         log_csv=f"{R}/{{method}}/teacher/train_log.csv",
-    params:
-        code=script_code("train_teacher.py"),
-        teacher=lambda wc: hparams(wc.method)["teacher"],
-        resume=lambda wc: f"{R}/{wc.method}/teacher/.resume/train_teacher.pt",
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/train_teacher/{{method}}.log",
     benchmark:
         f"{BENCH}/train_teacher/{{method}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
-        runtime=600,
         gpu=gpu_count(),
+    params:
+        code=script_code("train_teacher.py"),
+        teacher=lambda wc: hparams(wc.method)["teacher"],
+        resume=lambda wc: f"{R}/{wc.method}/teacher/.resume/train_teacher.pt",
     script:
         "../workflow/scripts/train_teacher.py"
 
@@ -36,21 +34,19 @@ rule extract_features:
         split=cam_train_csv,
     output:
         f"{R}/{{method}}/round{{round}}/features.h5",
-    params:
-        code=script_code("extract_features.py"),
-        kind=lambda wc: hparams(wc.method)["subcategory"]["features"],
-        batch_size=lambda wc: hparams(wc.method)["subcategory"]["feature_batch_size"],
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/extract_features/{{method}}_round{{round}}.log",
     benchmark:
         f"{BENCH}/extract_features/{{method}}_round{{round}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
-        runtime=120,
         gpu=gpu_count(),
+    params:
+        code=script_code("extract_features.py"),
+        kind=lambda wc: hparams(wc.method)["subcategory"]["features"],
+        batch_size=lambda wc: hparams(wc.method)["subcategory"]["feature_batch_size"],
     script:
         "../workflow/scripts/extract_features.py"
 
@@ -62,19 +58,16 @@ checkpoint cluster_features:
     output:
         csv=f"{R}/{{method}}/round{{round}}/clusters.csv",
         json=f"{R}/{{method}}/round{{round}}/clusters.json",
-    params:
-        code=script_code("cluster_features.py"),
-        clustering=lambda wc: hparams(wc.method)["subcategory"]["clustering"],
-    conda:
-        "../envs/wsss.yaml"
     log:
         f"{LOGS}/cluster_features/{{method}}_round{{round}}.log",
     benchmark:
         f"{BENCH}/cluster_features/{{method}}_round{{round}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
+    params:
+        code=script_code("cluster_features.py"),
+        clustering=lambda wc: hparams(wc.method)["subcategory"]["clustering"],
     script:
         "../workflow/scripts/cluster_features.py"
 
@@ -89,6 +82,15 @@ rule train_subcategory:
     output:
         model=f"{R}/{{method}}/round{{round}}/model.pt",
         log_csv=f"{R}/{{method}}/round{{round}}/train_log.csv",
+    log:
+        f"{LOGS}/train_subcategory/{{method}}_round{{round}}.log",
+    benchmark:
+        f"{BENCH}/train_subcategory/{{method}}_round{{round}}.tsv"
+    conda:
+        "../envs/wsss.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=gpu_count(),
     params:
         code=script_code("train_subcategory.py"),
         hp=lambda wc: {**cam_training_params(wc.method), "subcategory": per_round_subcategory(wc.method)},
@@ -96,16 +98,5 @@ rule train_subcategory:
         resume=lambda wc: f"{R}/{wc.method}/round{wc.round}/.resume/train_subcategory.pt",
     message:
         "train {wildcards.method} round {wildcards.round} with a sub-category head of {params.n_subcategories}"
-    conda:
-        "../envs/wsss.yaml"
-    log:
-        f"{LOGS}/train_subcategory/{{method}}_round{{round}}.log",
-    benchmark:
-        f"{BENCH}/train_subcategory/{{method}}_round{{round}}.tsv"
-    threads: JOB_THREADS
-    resources:
-        mem_mb=8000,
-        runtime=600,
-        gpu=gpu_count(),
     script:
         "../workflow/scripts/train_subcategory.py"
