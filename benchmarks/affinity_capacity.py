@@ -118,7 +118,8 @@ def main() -> None:
             held_out = held_out_pairs(tmp / f"{name}.pt", eval_table)
             curve = " ".join(f"{row['train_loss']:.3f}" for row in rows)
             print(f"{name} ({overrides or 'as configured'}): {seconds:.0f} s; training loss by epoch {curve}")
-            print(f"  held out: loss {held_out['loss']:.3f} (bg {held_out['bg_loss']:.3f}, fg {held_out['fg_loss']:.3f}, "
+            print(f"  held out: loss {held_out['loss']:.3f} (bg {held_out['bg_loss']:.3f}, "
+                  f"fg {held_out['fg_loss']:.3f}, "
                   f"neg {held_out['neg_loss']:.3f}); mean affinity bg {held_out['bg_affinity']:.3f}, same object "
                   f"{held_out['same_affinity']:.3f}, different classes {held_out['diff_affinity']:.3f}, "
                   f"gap {held_out['gap']:.3f}", flush=True)

@@ -82,7 +82,8 @@ def main() -> None:
     table["fit_margin"] = table.seg_fit - table.pseudo_majority
     print(table.round(3).to_string())
     print("minimum over seeds:")
-    print(table[["cam_margin", "cam_best_margin", "pseudo_margin", "seg_margin", "fit_margin", "crf_agreement"]].min().round(3).to_string())
+    columns = ["cam_margin", "cam_best_margin", "pseudo_margin", "seg_margin", "fit_margin", "crf_agreement"]
+    print(table[columns].min().round(3).to_string())
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def make_inputs(args: argparse.Namespace, stride: int) -> tuple[tuple, np.ndarra
     return (cams, keys, affinities, offsets), regions
 
 
-def psa_dense_walk(scores: torch.Tensor, affinities: torch.Tensor, offsets, beta: float, exp_times: int) -> torch.Tensor:
+def psa_dense_walk(scores: torch.Tensor, affinities: torch.Tensor, offsets, beta: float,
+                   exp_times: int) -> torch.Tensor:
     """PSA's dense walk as infer_aff.py runs it: vectorised fill, column-normalised, float32 squarings."""
     channels, height, width = scores.shape
     entry, first, second = pair_indices(height, width, offsets, affinities.device)
@@ -300,7 +301,8 @@ def benchmark_stride(stride: int, args: argparse.Namespace, workdir: Path, check
         labels_mb = memory_in_subprocess(variant, "labels", stride, inputs_path, args)
         rows.append((variant, stride, f"{height}x{width}", f"{walk_s:.3f}", f"{labels_s:.3f}", walk_mb, labels_mb,
                      note))
-        print(f"  {variant} stride {stride}: walk {walk_s:.3f} s +{walk_mb} MB, labels {labels_s:.3f} s +{labels_mb} MB",
+        print(f"  {variant} stride {stride}: walk {walk_s:.3f} s +{walk_mb} MB, "
+              f"labels {labels_s:.3f} s +{labels_mb} MB",
               flush=True)
     return rows
 

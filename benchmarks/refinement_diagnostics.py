@@ -165,7 +165,8 @@ def main() -> None:
             if path.is_file():
                 print_scores(label, json.loads(path.read_text()), args.focus)
         share, precision, objects = cam_share(str(run / "cam" / "cams.h5"), str(label_csv), args.threshold)
-        print(f"  CAMs on {args.label_split}: {share:.3f} of pixels above {args.threshold} ({precision:.3f} of them the "
+        print(f"  CAMs on {args.label_split}: {share:.3f} of pixels above {args.threshold} "
+              f"({precision:.3f} of them the "
               f"right class); objects are {objects:.3f} of the masks")
         crf = crf_precision(str(run / "refine" / "affinity_labels.h5"), str(label_csv))
         print(f"  confident CRF labels on {args.label_split}: foreground precision {crf['foreground_precision']:.3f}, "

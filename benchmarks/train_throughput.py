@@ -87,8 +87,8 @@ def main() -> None:
             table = build_split_table(find_voc_root(args.voc_root), args.split, names)[:args.limit]
         else:
             names = class_names(5)
-            generate_synthetic(Path(tmp), n_train=args.images, n_train_aug=args.images, n_val=1, image_size=args.synthetic or
-                               args.crop, n_classes=5, seed=0)
+            generate_synthetic(Path(tmp), n_train=args.images, n_train_aug=args.images, n_val=1,
+                               image_size=args.synthetic or args.crop, n_classes=5, seed=0)
             table = build_split_table(Path(tmp), "train", names)
         resize = args.resize_long or [args.crop * 7 // 8, args.crop * 9 // 8]
         opts = {"crop": args.crop, "resize_long": resize, "hflip": True, "color_jitter": [0.3, 0.3, 0.3, 0.1]}

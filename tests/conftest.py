@@ -62,7 +62,8 @@ def run_snakemake(workdir: Path, *args: str, overlay: dict | None = None, check:
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-4000:]}")
     return result
 
 

@@ -148,7 +148,8 @@ def test_job_profile_sums_each_rules_benchmark_files(tmp_path):
     timings = {"train_cam/a.tsv": (10.0, 18.0), "train_cam/b.tsv": (30.0, 45.0), "make_synthetic.tsv": (4.0, 4.0)}
     for name, (wall, cpu) in timings.items():
         (tmp_path / "benchmarks" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "benchmarks" / name).write_text(header + f"{wall}\t0:00:{int(wall):02d}\t1\t1\t1\t1\t0\t0\t50\t{cpu}\n")
+        row = f"{wall}\t0:00:{int(wall):02d}\t1\t1\t1\t1\t0\t0\t50\t{cpu}\n"
+        (tmp_path / "benchmarks" / name).write_text(header + row)
     table = job_profile.rule_profile(job_profile.job_table(tmp_path))
     assert table.index.tolist() == ["train_cam", "make_synthetic"]
     assert table.loc["train_cam"].tolist() == [2, 40.0, 30.0, 63.0, 63.0 / 40.0]

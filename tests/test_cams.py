@@ -30,7 +30,8 @@ def test_batched_views_equal_one_forward_per_view():
             for scale in scales:
                 for flip in (False, True):
                     view = images[i : i + 1].flip(-1) if flip else images[i : i + 1]
-                    view = torch.nn.functional.interpolate(view, scale_factor=scale, mode="bilinear") if scale != 1 else view
+                    if scale != 1:
+                        view = torch.nn.functional.interpolate(view, scale_factor=scale, mode="bilinear")
                     cam = model.cams(view)
                     cam = cam.flip(-1) if flip else cam
                     expected = expected + torch.nn.functional.interpolate(cam, size=(32, 32), mode="bilinear")

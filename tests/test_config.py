@@ -146,7 +146,8 @@ def test_check_config_range_edges(key, value, ok):
     if ok:
         check_config(config)
     else:
-        with pytest.raises(ValueError, match=rf"config key methods[.]fmix[.]{key.replace('.', '[.]')} is \[.*\]: expected"):
+        pattern = rf"config key methods[.]fmix[.]{key.replace('.', '[.]')} is \[.*\]: expected"
+        with pytest.raises(ValueError, match=pattern):
             check_config(config)
 
 
@@ -300,14 +301,16 @@ def test_train_aug_switch_moves_every_method_to_train_aug(dataset):
     switch = yaml.safe_load((REPO / "config" / "train_aug.yaml").read_text())
     config = deep_merge({**load_config(), "dataset": dataset}, switch)
     validate(config, SCHEMA)
-    assert {m: method_config(config, m)["train_cam"]["split"] for m in PROTOCOLS} == dict.fromkeys(PROTOCOLS, "train_aug")
+    splits = {m: method_config(config, m)["train_cam"]["split"] for m in PROTOCOLS}
+    assert splits == dict.fromkeys(PROTOCOLS, "train_aug")
     assert method_config(load_config(), "fmix")["train_cam"]["split"] == "train"  # not without the switch
 
 
 def test_check_config_wants_train_aug_to_hold_train():
     config = load_config()
     config["synthetic"].update(n_train=64, n_train_aug=48)
-    with pytest.raises(ValueError, match=r"config key synthetic\.n_train_aug is 48: expected at least synthetic\.n_train "
+    with pytest.raises(ValueError, match=r"config key synthetic\.n_train_aug is 48: expected at least "
+                                         r"synthetic\.n_train "
                                          r"\(64\)"):
         check_config(config)
     config["synthetic"]["n_train_aug"] = 64
@@ -315,7 +318,8 @@ def test_check_config_wants_train_aug_to_hold_train():
 
 
 # The effective schedule of every method under every shipped config combination: CAM training, refinement and
-# segmentation, each value a literal beside the source (paper / reference repository) or the dataset sizing that sets it.
+# segmentation, each value a literal beside the source (paper / reference repository) or the dataset sizing that
+# sets it.
 SHIPPED = {  # combination -> files merged over config.yaml (in --configfile order), then --config values
     "default": ([], {}),
     "voc12": ([], {"dataset": "voc12"}),
@@ -470,7 +474,8 @@ CPU_DEEPLAB_SEGMENT = {  # config/voc_sample_cpu_deeplab.yaml
 MVA_WSSS_METHODS = ("baseline", "mixup", "manifold_mixup", "sce", "sct")
 EFFECTIVE = {
     "default": {**dict.fromkeys(MVA_WSSS_METHODS + ("fmix", "sc_cam"), DEMO),
-                "fmix_aug": {**DEMO, "train_cam.split": "train_aug"}},  # mva_wsss_fmix_v2: --data_train data_train_aug.csv
+                # mva_wsss_fmix_v2: --data_train data_train_aug.csv
+                "fmix_aug": {**DEMO, "train_cam.split": "train_aug"}},
     "voc12": {
         **{m: {**VOC_CAM_MVA_WSSS, **VOC_REFINE, **VOC_SEGMENT} for m in MVA_WSSS_METHODS},
         "fmix": {**VOC_CAM_MVA_WSSS, **VOC_REFINE, **VOC_SEGMENT,

@@ -1,8 +1,5 @@
 """Scoring label PNG folders against a split's masks, and reading several split tables as one."""
 
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from wsss_lib.figures import (Example, class_overlay, colour_labels, example_grid, heat_overlay, legend_handles,
@@ -25,7 +24,8 @@ def test_class_overlay_tints_each_pixel_with_its_strongest_class_by_its_strength
     cams[0, 0, 1] = 0.2
     overlay = class_overlay(image, cams, np.array([0, 2]))
     np.testing.assert_allclose(overlay[0, 0], [128 / 255, 0, 0], atol=1e-6)
-    np.testing.assert_allclose(overlay[0, 1], 0.5 * np.array([102, 102, 102]) / 255 + 0.5 * np.array([128, 128, 0]) / 255,
+    np.testing.assert_allclose(overlay[0, 1],
+                               0.5 * np.array([102, 102, 102]) / 255 + 0.5 * np.array([128, 128, 0]) / 255,
                                atol=1e-6)
     np.testing.assert_allclose(overlay[1], np.full((2, 3), 102 / 255), atol=1e-6)  # no class fires: the grey image
 

@@ -137,7 +137,8 @@ def test_spread_grows_with_blob_size():
     uniform = concentration_loss(*single_map(torch.ones(15, 15, dtype=torch.float64))).item()
     # A k x k square blob on a 15 x 15 grid has spread 2 (k^2 - 1) / 12 * (2 / 15)^2.
     scale = (2 / 15) ** 2
-    assert small == pytest.approx(2 * 8 / 12 * scale, rel=1e-9) and large == pytest.approx(2 * 48 / 12 * scale, rel=1e-9)
+    assert small == pytest.approx(2 * 8 / 12 * scale, rel=1e-9)
+    assert large == pytest.approx(2 * 48 / 12 * scale, rel=1e-9)
     assert small < large < uniform
 
 

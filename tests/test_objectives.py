@@ -104,7 +104,8 @@ def test_objective_from_config_and_bad_values():
 
 
 def test_subcategory_loss_equals_direct_computation(batch):
-    """SC-CAM Sec. 3: parent multi-label loss + weight * multi-label loss over the sub-categories, both on GAP logits."""
+    """SC-CAM Sec. 3: parent multi-label loss + weight * multi-label loss over the sub-categories, both on GAP
+    logits."""
     images, labels = batch
     torch.manual_seed(2)
     net = build_cam_net("small_cnn", 4, "none", 8, n_subcategories=7).eval()

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO
 import wsss_lib.provenance as provenance
-from wsss_lib.provenance import ImportIndex, code_digest, code_files
+from wsss_lib.provenance import code_digest, code_files
 
 
 def write(path: Path, text: str) -> Path:

@@ -81,7 +81,8 @@ def test_published_figures_sit_beside_this_runs_with_what_each_was_measured_on(t
                           "pseudo_train": 58.4, "seg_val": 54.0}}
     table = published_comparison(["fmix"], [path], published, "synthetic")
     assert table.values.tolist() == [
-        ["fmix", "CAM", "48.2 (train; trained on train)", "mva-wsss FP_LIU.pdf Tables 1-2", "50.0 (synthetic train, 10 images)"],
+        ["fmix", "CAM", "48.2 (train; trained on train)", "mva-wsss FP_LIU.pdf Tables 1-2",
+         "50.0 (synthetic train, 10 images)"],
         ["fmix", "pseudo-label", "58.4 (train; trained on train)", "mva-wsss FP_LIU.pdf Tables 1-2",
          "62.5 (synthetic train, 10 images)"],
         ["fmix", "segmentation", "54.0 (val; trained on train)", "mva-wsss FP_LIU.pdf Tables 1-2",

@@ -219,7 +219,8 @@ def test_non_finite_values_are_found_in_every_float_type(tmp_path, dtype):
 @pytest.mark.parametrize("image_id", ["sub/2007_000032", "../escape", ".hidden", ""])
 def test_the_writer_refuses_an_id_that_is_not_one(tmp_path, image_id):
     path = tmp_path / "cams.h5"
-    with pytest.raises(ValueError, match=rf"store {re.escape(str(path))}: invalid image id {re.escape(repr(image_id))}"):
+    pattern = rf"store {re.escape(str(path))}: invalid image id {re.escape(repr(image_id))}"
+    with pytest.raises(ValueError, match=pattern):
         with open_store_writer(path, {"method": "baseline"}) as store:
             store.write(image_id, cam=np.zeros((1, 2, 2), np.float16))
     assert not path.exists() and list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, run_snakemake
+from conftest import run_snakemake
 from overlays import ONE_EPOCH_EVERY_METHOD, TINY_SYNTHETIC
 
 
@@ -139,7 +139,8 @@ def test_segmentation_from_pseudo_labels_to_the_method_result(tiny_run):
     meta = torch.load(results / "seg/model.pt", weights_only=True)["meta"]
     assert (meta["architecture"], meta["head"], meta["n_classes"]) == ("deeplab", "v2", 4)
     gathered = json.loads((results / "miou.json").read_text())
-    for stage, source in (("cam", "cam/miou.json"), ("pseudo_label", "refine/miou.json"), ("segmentation", "seg/miou.json")):
+    sources = (("cam", "cam/miou.json"), ("pseudo_label", "refine/miou.json"), ("segmentation", "seg/miou.json"))
+    for stage, source in sources:
         assert gathered[stage]["miou"] == json.loads((results / source).read_text())["miou"]
     assert gathered["segmentation"]["miou_crf"] == seg["crf"]["miou"]
     assert (gathered["cam"]["split"], gathered["pseudo_label"]["split"]) == ("train", "train")

@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from conftest import REPO, add_path_max_chain, run_snakemake
+from conftest import add_path_max_chain, run_snakemake
 from wsss_lib.data.download import file_digest
 from wsss_lib.data.label_png import write_label_png
 

@@ -3,8 +3,8 @@ sub-category samples, and the cross-method charts.
 
 Everything draws on matplotlib's object API (``Figure`` with the Agg canvas): no pyplot state, nothing shared
 between figures, nothing that needs a display. Label maps use the PASCAL VOC palette (index 255, "ignore",
-in its cream colour), so panels read like the VOC masks researchers know. Each figure is written atomically and returned, for a
-caller (or a test) to inspect what it drew.
+in its cream colour), so panels read like the VOC masks researchers know. Each figure is written atomically and
+returned, for a caller (or a test) to inspect what it drew.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     return (F.softplus(logits) - logits * torch.sigmoid(logits)).mean()
 
 
-SCOPS_EPS = 1e-3  # mva-wsss loss_scheduler_optimizer.py (from SCOPS): added to every pixel "to prevent gradient explosion"
+# mva-wsss loss_scheduler_optimizer.py (from SCOPS): added to every pixel "to prevent gradient explosion"
+SCOPS_EPS = 1e-3
 
 
 def grid_coordinates(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

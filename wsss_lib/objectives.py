@@ -34,7 +34,8 @@ class Objective:
     mixing: str = "none"
     alpha: float = 1.0
     decay_power: float = 3.0
-    manifold_stages: Sequence[int] | None = None  # mixing points (0 = input, k = after stage k); None = all but the last
+    # mixing points (0 = input, k = after stage k); None = all but the last
+    manifold_stages: Sequence[int] | None = None
     entropy_weight: float = 0.0
     concentration_weight: float = 0.0
     subcategory_weight: float = 0.0  # SC-CAM: weight of the sub-category head's loss (the paper uses 5)

@@ -58,7 +58,8 @@ def test_orientation_6_photo_pairs_with_a_mask_drawn_on_the_displayed_photo(tmp_
     table = build_split_table(voc, "train", VOC_CLASSES)
     assert table.loc[0, "aeroplane"] == 1 and table[list(VOC_CLASSES)].to_numpy().sum() == 1
 
-    dataset = SegmentationTrainDataset(table["id"], table["image"], lambda image_id: read_label_png(table.loc[0, "mask"]),
+    dataset = SegmentationTrainDataset(table["id"], table["image"],
+                                       lambda image_id: read_label_png(table.loc[0, "mask"]),
                                        lambda image, labels, generator: (np.asarray(image), labels))
     image, labels = dataset[0]
     np.testing.assert_array_equal(labels, displayed_mask)

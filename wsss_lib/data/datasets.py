@@ -90,7 +90,8 @@ class InferenceDataset(Dataset):
     def __getitem__(self, index: int):
         image = read_image(self.images[index])
         if self.size is not None:
-            return self.ids[index], torch.from_numpy(letterbox(image, self.size, self.mean, self.std)), self.labels[index]
+            boxed = letterbox(image, self.size, self.mean, self.std)
+            return self.ids[index], torch.from_numpy(boxed), self.labels[index]
         return self.ids[index], normalise(image, self.mean, self.std), self.labels[index]
 
     def batches(self, max_batch: int) -> list[list[int]]:

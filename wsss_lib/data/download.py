@@ -140,7 +140,7 @@ def safe_extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> Pat
     except tarfile.FilterError as err:
         name = err.tarinfo.name if err.tarinfo is not None else "?"
         raise UnsafeArchiveError(f"unsafe member {name!r} in archive {archive}: {err}") from err
-    except FileNotFoundError as err:
+    except FileNotFoundError:
         if not archive.exists():
             raise FileNotFoundError(f"archive not found: {archive}") from None
         raise

@@ -93,7 +93,8 @@ class SmallCNN(Backbone):
         stages, in_ch = [], 3
         for i, (out_ch, stride) in enumerate(zip(widths, strides)):
             dilation = dilation_last if i == 3 else 1
-            stages.append(nn.Sequential(_conv_bn_relu(in_ch, out_ch, stride), _conv_bn_relu(out_ch, out_ch, 1, dilation)))
+            stages.append(nn.Sequential(_conv_bn_relu(in_ch, out_ch, stride),
+                                        _conv_bn_relu(out_ch, out_ch, 1, dilation)))
             in_ch = out_ch
         self.stages = nn.ModuleList(stages)
         self.stage_strides = (2, 4, 8, 16)
@@ -177,7 +178,8 @@ def build_backbone(name: str, pretrained: str = "none", output_stride: int = 16,
         backbone = ResNetBackbone(name, output_stride=output_stride)
         if pretrained == "imagenet":
             if weights_file is None:
-                raise ValueError(f"{name} with pretrained: imagenet needs the fetched weights file (data/weights/{name}.pth)")
+                raise ValueError(f"{name} with pretrained: imagenet needs the fetched weights file "
+                                 f"(data/weights/{name}.pth)")
             backbone.load_torchvision_state(load_state_file(weights_file), str(weights_file))
     if pretrained not in ("none", "imagenet"):
         state = load_state_file(pretrained)

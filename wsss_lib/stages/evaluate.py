@@ -45,7 +45,8 @@ def eval_cams(store_path: str, split_csv: str, json_out: str, hp: Mapping[str, A
             entry = store[image_id]
             cams = entry["high_res"].astype(np.float32)
             if cams.shape[-2:] != gt.shape:
-                raise ValueError(f"CAM of {image_id} in {store_path} is {cams.shape[-2:]}, mask {mask_path} is {gt.shape}")
+                raise ValueError(f"CAM of {image_id} in {store_path} is {cams.shape[-2:]}, "
+                                 f"mask {mask_path} is {gt.shape}")
             label, peak = strongest_class(cams, entry["keys"])
             for t in thresholds:
                 confusions[t] += confusion_matrix(gt, np.where(peak > t, label, 0), n)

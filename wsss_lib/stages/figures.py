@@ -43,7 +43,8 @@ def _cams(store: StoreReader, image_id: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_job_title(name: str) -> str:
-    """A row title for a name of rules/common.smk's training_logs(): classifier, teacher, round<r>, affinity, deeplab."""
+    """A row title for a name of rules/common.smk's training_logs(): classifier, teacher, round<r>, affinity,
+    deeplab."""
     titles = {"classifier": "CAM classifier", "teacher": "ViT teacher", "affinity": "AffinityNet", "deeplab": "DeepLab"}
     return titles.get(name) or f"sub-category round {name.removeprefix('round')}"
 

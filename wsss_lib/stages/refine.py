@@ -123,7 +123,8 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
         model = build_affinity_net(hp["backbone"], "none", opts["output_stride"], opts["stride"])
         model.backbone.load_state_dict(cam_backbone_state(init_model, hp["backbone"]))
     else:
-        model = build_affinity_net(hp["backbone"], hp["pretrained"], opts["output_stride"], opts["stride"], weights_file)
+        model = build_affinity_net(hp["backbone"], hp["pretrained"], opts["output_stride"], opts["stride"],
+                                   weights_file)
     backbone = model.backbone
     transform = SegmentationTrainTransform(
         crop=opts["crop"], mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
