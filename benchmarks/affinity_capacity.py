@@ -33,7 +33,7 @@ from wsss_lib.config import deep_merge, method_config
 from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.transforms import downsample_labels, normalise
 from wsss_lib.data.voc import class_columns, read_image, read_split_table
-from wsss_lib.models.affinity_net import load_affinity_net
+from wsss_lib.models.registry import load_network
 from wsss_lib.stages.refine import train_affinity
 from wsss_lib.store import open_store_writer
 
@@ -64,14 +64,14 @@ def write_mask_store(table, class_names, path: Path) -> None:
 @torch.no_grad()
 def held_out_pairs(model_path: Path, table) -> dict:
     """PSA's loss and mean affinities over the ground-truth pairs of every image of ``table``."""
-    model, meta = load_affinity_net(model_path)
+    model, meta = load_network(model_path, "affinity_net")
     model.eval()
     offsets = neighbour_offsets(meta["radius"])
     sums = np.zeros((3, 3))  # rows: bg / same-object / different-class pairs; columns: affinity, -log term, count
     for image_path, mask in zip(table["image"], table["mask"]):
         image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None]
         affinity = pair_affinities(model(image).float(), offsets)[0]
-        coarse = torch.from_numpy(downsample_labels(read_label_png(mask), meta["stride"]).astype(np.int64))
+        coarse = torch.from_numpy(downsample_labels(read_label_png(mask), model.stride).astype(np.int64))
         # PSA's terms (as wsss_lib.affinity.affinity_loss): -log(a) for positive pairs, -log(1 - a) for negative ones
         positive, negative = -torch.log(affinity + 1e-5), -torch.log(1.0 + 1e-5 - affinity)
         for row, member in enumerate(pair_labels(coarse, offsets)):

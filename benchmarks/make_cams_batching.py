@@ -22,7 +22,8 @@ from wsss_lib.cams import multiscale_cams, normalise_by_max
 from wsss_lib.data.synthetic import class_names as synthetic_class_names, generate_synthetic
 from wsss_lib.data.voc import VOC_CLASSES, build_split_table, find_voc_root
 from wsss_lib.data.datasets import InferenceDataset
-from wsss_lib.models.cam_net import CAMNet, build_cam_net, model_metadata, save_model
+from wsss_lib.models.cam_net import CAMNet, build_cam_net
+from wsss_lib.models.registry import save_network
 from wsss_lib.stages.cam import make_cams
 
 VOC_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "voc_sample"
@@ -63,7 +64,9 @@ def main() -> None:
         generate_synthetic(Path(work.name) / "syn", n_train=args.images, n_train_aug=args.images, n_val=1,
                            image_size=128, n_classes=5, seed=0)
         table = build_split_table(Path(work.name) / "syn", "train", class_names)
-    model = build_cam_net(args.backbone, len(class_names), "none", 16 if args.backbone != "small_cnn" else 8).eval()
+    build_args = {"backbone": args.backbone, "n_classes": len(class_names),
+                  "output_stride": 16 if args.backbone != "small_cnn" else 8}
+    model = build_cam_net(**build_args).eval()
     dataset = InferenceDataset(table, model.backbone.input_mean, model.backbone.input_std)
 
     with torch.no_grad():
@@ -82,9 +85,9 @@ def main() -> None:
         tmp = Path(tmp)
         csv = tmp / "split.csv"
         table.to_csv(csv, index=False)
-        meta = model_metadata(model, args.backbone, class_names, method="bench", config_hash="-",
-                              input_mean=list(model.backbone.input_mean), input_std=list(model.backbone.input_std))
-        save_model(tmp / "model.pt", model, meta)
+        save_network(tmp / "model.pt", model, architecture="cam_net", build_args=build_args, class_names=class_names,
+                     method="bench", config_hash="-", input_mean=list(model.backbone.input_mean),
+                     input_std=list(model.backbone.input_std))
         forward_s = 0.0
         original = CAMNet.cams
 

@@ -33,7 +33,7 @@ from wsss_lib.data.label_png import read_label_png
 from wsss_lib.data.transforms import downsample_labels, normalise
 from wsss_lib.data.voc import read_image, read_split_table
 from wsss_lib.metrics import confusion_matrix, summarise
-from wsss_lib.models.affinity_net import load_affinity_net
+from wsss_lib.models.registry import load_network
 from wsss_lib.random_walk import random_walk_labels
 from wsss_lib.store import StoreReader
 
@@ -101,7 +101,7 @@ def crf_precision(store_path: str, split_csv: str) -> dict:
 def walk_study(model_path: str, cams_path: str, split_csv: str, alphas, thresholds, betas, exps, focus,
                beta_for_pairs: float = 8.0) -> None:
     """Ground-truth pair affinities, and the walk over the grid against plain CAM labels."""
-    model, meta = load_affinity_net(model_path)
+    model, meta = load_network(model_path, "affinity_net")
     model.eval()
     offsets = neighbour_offsets(meta["radius"])
     pairs = {k: np.zeros(3) for k in ("background pairs", "same-object pairs", "different-class pairs")}
@@ -111,7 +111,7 @@ def walk_study(model_path: str, cams_path: str, split_csv: str, alphas, threshol
     for _, image_path, gt, entry in masked_entries(cams_path, split_csv):
         image = normalise(read_image(image_path), meta["input_mean"], meta["input_std"])[None]
         affinity = pair_affinities(model(image).float(), offsets)[0]
-        coarse = torch.from_numpy(downsample_labels(gt, meta["stride"]).astype(np.int64))
+        coarse = torch.from_numpy(downsample_labels(gt, model.stride).astype(np.int64))
         for key, member in zip(pairs, pair_labels(coarse, offsets)):
             pairs[key] += [float((affinity * member).sum()), float((affinity ** beta_for_pairs * member).sum()),
                            float(member.sum())]
@@ -126,7 +126,7 @@ def walk_study(model_path: str, cams_path: str, split_csv: str, alphas, threshol
             confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, plain, len(names))
             alpha, threshold = (value, None) if kind == "power" else (None, value)
             for beta, exp_times in itertools.product(betas, exps):
-                walked = random_walk_labels(cams, keys, affinity, offsets, meta["stride"], alpha, beta, exp_times,
+                walked = random_walk_labels(cams, keys, affinity, offsets, model.stride, alpha, beta, exp_times,
                                             background_threshold=threshold)
                 key = ("walk", kind, value, beta, exp_times)
                 confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, walked, len(names))

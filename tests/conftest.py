@@ -32,12 +32,14 @@ def saved_cam_net(tmp_path: Path, backbone: str = "small_cnn_w16"):
     """A seeded 2-class CAM net saved as a model file (tmp_path/cam.pt): the net and its path."""
     import torch
 
-    from wsss_lib.models.cam_net import build_cam_net, model_metadata, save_model
+    from wsss_lib.models.cam_net import build_cam_net
+    from wsss_lib.models.registry import save_network
 
     torch.manual_seed(0)
-    net = build_cam_net(backbone, 2, "none", 8)
+    build_args = {"backbone": backbone, "n_classes": 2, "output_stride": 8}
+    net = build_cam_net(**build_args)
     path = tmp_path / "cam.pt"
-    save_model(path, net, model_metadata(net, backbone, ["a", "b"]))
+    save_network(path, net, architecture="cam_net", build_args=build_args, class_names=["a", "b"])
     return net, path
 
 

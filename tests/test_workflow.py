@@ -28,11 +28,11 @@ def deeplab_fit_to_pseudo_labels(workdir) -> tuple[float, float]:
     from wsss_lib.data.label_png import read_label_png
     from wsss_lib.data.transforms import normalise
     from wsss_lib.data.voc import read_image
-    from wsss_lib.models.deeplab import load_deeplab
+    from wsss_lib.models.registry import load_network
     from wsss_lib.segmentation import predict_probabilities
 
     results = workdir / "results/baseline"
-    model, meta = load_deeplab(results / "seg/model.pt")
+    model, meta = load_network(results / "seg/model.pt", "deeplab")
     model.eval()
     correct = labelled = 0
     counts = np.zeros(256, dtype=np.int64)
@@ -104,7 +104,7 @@ def test_refinement_from_cams_to_pseudo_labels(tiny_run):
     pngs = sorted((results / "refine/pseudo").glob("*.png"))
     assert len(pngs) == 48 and read_label_png(pngs[0]).shape == (64, 64)
     meta = torch.load(results / "refine/affinity.pt", weights_only=True)["meta"]
-    assert (meta["stride"], meta["radius"], meta["init"]) == (8, 5, "cam")
+    assert (meta["build_args"]["stride"], meta["radius"], meta["init"]) == (8, 5, "cam")
     log = (results / "refine/affinity_log.csv").read_text().splitlines()
     assert "train_bg_loss" in log[0] and len(log) == 1 + 8
     for rule in ("crf_labels", "train_affinity", "random_walk", "eval_pseudo_labels"):
@@ -137,7 +137,8 @@ def test_segmentation_from_pseudo_labels_to_the_method_result(tiny_run):
     log = pd.read_csv(results / "seg/train_log.csv")
     assert len(log) == 20 and log["lr"].iloc[-1] == 0.0  # 120 updates = 20 epochs of 6; lr decayed to 0
     meta = torch.load(results / "seg/model.pt", weights_only=True)["meta"]
-    assert (meta["architecture"], meta["head"], meta["n_classes"]) == ("deeplab", "v2", 4)
+    assert meta["architecture"] == "deeplab" and (meta["build_args"]["head"], meta["build_args"]["n_classes"]) == (
+        "v2", 4)
     gathered = json.loads((results / "miou.json").read_text())
     sources = (("cam", "cam/miou.json"), ("pseudo_label", "refine/miou.json"), ("segmentation", "seg/miou.json"))
     for stage, source in sources:

@@ -5,9 +5,7 @@ import math
 import pytest
 import torch
 
-from wsss_lib.models.affinity_net import (EMBEDDING_WIDTH, build_affinity_net, load_affinity_net,
-                                          save_affinity_net)
-from wsss_lib.models.cam_net import build_cam_net, save_model, model_metadata
+from wsss_lib.models.affinity_net import EMBEDDING_WIDTH, build_affinity_net
 
 
 @pytest.mark.parametrize("backbone,output_stride,stride,size", [
@@ -65,20 +63,3 @@ def test_param_groups_split_all_parameters_once():
     assert {id(p) for p in new} == {id(p) for m in (*net.reducers, net.mixer) for p in m.parameters()}
 
 
-def test_save_load_round_trip(tmp_path):
-    torch.manual_seed(0)
-    net = build_affinity_net("small_cnn", "none", 8, 4).eval()
-    meta = {"architecture": "affinity_net", "backbone": "small_cnn", "output_stride": 8, "stride": 4, "radius": 5}
-    save_affinity_net(tmp_path / "aff.pt", net, meta)
-    loaded, loaded_meta = load_affinity_net(tmp_path / "aff.pt")
-    x = torch.randn(1, 3, 40, 40)
-    with torch.no_grad():
-        assert torch.equal(net(x), loaded.eval()(x))
-    assert loaded_meta == meta
-
-
-def test_loading_a_cam_net_file_is_refused(tmp_path):
-    cam = build_cam_net("small_cnn", 3, "none", 8)
-    save_model(tmp_path / "cam.pt", cam, model_metadata(cam, "small_cnn", ["a", "b", "c"]))
-    with pytest.raises(ValueError, match="holds no AffinityNet"):
-        load_affinity_net(tmp_path / "cam.pt")

@@ -14,8 +14,9 @@ import torch
 
 from conftest import RunsCodeWhenUnpickled
 from wsss_lib.models import checkpoint
-from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
+from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.models.checkpoint import read_checkpoint, save_checkpoint
+from wsss_lib.models.registry import load_network, save_network
 
 
 def test_round_trip(tmp_path):
@@ -98,29 +99,34 @@ def test_a_file_over_the_bound_is_refused_unread(tmp_path, monkeypatch):
         read_checkpoint(path, "CAM model")
 
 
+CAM_ARGS = {"backbone": "small_cnn_w16", "n_classes": 3}
+
+
 def test_a_tensor_of_the_wrong_shape_names_the_file_and_parameter(tmp_path):
-    model = build_cam_net("small_cnn_w16", n_classes=3)
+    model = build_cam_net(**CAM_ARGS)
     path = tmp_path / "cam.pt"
-    save_model(path, model, model_metadata(model, "small_cnn_w16", ["a", "b", "c"]))
+    save_network(path, model, architecture="cam_net", build_args=CAM_ARGS)
     state_dict, meta = read_checkpoint(path, "CAM model")
     key = next(k for k in state_dict if k.startswith("classifier") and k.endswith("weight"))
     shape = tuple(state_dict[key].shape)
     state_dict[key] = torch.zeros(shape[0] + 1, *shape[1:])
     save_checkpoint(path, state_dict, meta)
-    with pytest.raises(ValueError, match=re.escape(f"CAM model {path} does not fit its network: shape of {key}: file "
+    with pytest.raises(ValueError, match=re.escape(f"cam_net model {path} does not fit its network: shape of {key}: "
+                                                   f"file "
                                                    f"{(shape[0] + 1, *shape[1:])} vs network {shape}")):
-        load_cam_net(path)
+        load_network(path, "cam_net")
 
 
 def test_a_missing_tensor_names_the_file_and_key(tmp_path):
-    model = build_cam_net("small_cnn_w16", n_classes=3)
+    model = build_cam_net(**CAM_ARGS)
     path = tmp_path / "cam.pt"
     state_dict = model.state_dict()
     key = next(iter(state_dict))
     del state_dict[key]
-    save_checkpoint(path, state_dict, model_metadata(model, "small_cnn_w16", ["a", "b", "c"]))
-    with pytest.raises(ValueError, match=re.escape(f"CAM model {path} does not fit its network: missing [{key!r}]")):
-        load_cam_net(path)
+    save_checkpoint(path, state_dict, {"architecture": "cam_net", "build_args": CAM_ARGS})
+    with pytest.raises(ValueError,
+                       match=re.escape(f"cam_net model {path} does not fit its network: missing [{key!r}]")):
+        load_network(path, "cam_net")
 
 
 @pytest.fixture(params=["tmpfs", "failing write"])

@@ -1,14 +1,12 @@
 """DeepLab: logits at the output stride, ASPP-v2 as a sum of dilated convolutions, parameter groups, save/load."""
 
 import math
-import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from wsss_lib.models.cam_net import build_cam_net, model_metadata, save_model
-from wsss_lib.models.deeplab import ASPPv2, build_deeplab, load_deeplab, save_deeplab, v3_rates
+from wsss_lib.models.deeplab import ASPPv2, build_deeplab, v3_rates
 from wsss_lib.training import TrainSettings, build_optimizer
 
 
@@ -82,49 +80,6 @@ def test_v2_optimizer_groups_follow_deeplab_pytorch():
     for group, (ids, lr, decay) in zip(groups, expected):
         assert {id(p) for p in group["params"]} == ids
         assert group["lr"] == pytest.approx(lr) and group["weight_decay"] == decay
-
-
-@pytest.mark.parametrize("head,rates", [("v2", None), ("v2", (2, 4)), ("v3", None)])
-def test_save_load_round_trip(tmp_path, head, rates):
-    torch.manual_seed(0)
-    net = build_deeplab("small_cnn", 3, "none", 8, head, rates=rates)
-    net.train()
-    with torch.no_grad():  # move the BatchNorm running statistics away from their defaults
-        net(torch.randn(2, 3, 32, 32))
-    net.eval()
-    save_deeplab(tmp_path / "seg.pt", net, {"backbone": "small_cnn", "class_names": ["bg", "a", "b"]})
-    loaded, meta = load_deeplab(tmp_path / "seg.pt")
-    x = torch.randn(1, 3, 40, 36)
-    with torch.no_grad():
-        assert torch.equal(net(x), loaded.eval()(x))
-    assert meta["architecture"] == "deeplab" and meta["head"] == head and meta["n_classes"] == 3
-    assert meta["output_stride"] == 8 and meta["class_names"] == ["bg", "a", "b"]
-    assert tuple(meta["rates"]) == net.rates == loaded.rates
-
-
-def test_save_refuses_meta_that_contradicts_the_model(tmp_path):
-    net = build_deeplab("small_cnn", 3, "none", 8, "v2")
-    with pytest.raises(ValueError, match="contradicts"):
-        save_deeplab(tmp_path / "seg.pt", net, {"backbone": "small_cnn", "n_classes": 4})
-    with pytest.raises(ValueError, match="backbone"):
-        save_deeplab(tmp_path / "seg.pt", net, {})
-    assert not (tmp_path / "seg.pt").exists()
-
-
-def test_loading_a_cam_net_file_is_refused_naming_the_path(tmp_path):
-    path = tmp_path / "cam.pt"
-    cam = build_cam_net("small_cnn", 3, "none", 8)
-    save_model(path, cam, model_metadata(cam, "small_cnn", ["a", "b", "c"]))
-    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*holds no DeepLab"):
-        load_deeplab(path)
-
-
-def test_missing_and_corrupt_files_name_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.pt"))):
-        load_deeplab(tmp_path / "none.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "junk.pt"))):
-        load_deeplab(tmp_path / "junk.pt")
 
 
 def test_unknown_head_is_refused():

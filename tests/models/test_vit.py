@@ -18,11 +18,10 @@ from wsss_lib.models.vit import (
     VIT_PRESETS,
     ViTClassifier,
     build_vit,
-    load_vit,
     resize_pos_embedding,
-    save_vit,
     vit_weights_url,
 )
+from wsss_lib.models.registry import save_network
 from wsss_lib.training import TrainSettings, fit
 
 TINY = "vit_tiny_scratch"
@@ -157,59 +156,6 @@ def test_shared_training_loop_reduces_multilabel_loss_and_updates_both_groups(tm
     assert all(not torch.equal(a, b) for a, b in zip(before_new, after_new))
 
 
-# --- save / load ---------------------------------------------------------------------------------
-
-
-def test_save_load_round_trip(tmp_path):
-    model = tiny_model()
-    path = tmp_path / "teacher.pt"
-    save_vit(path, model, {"class_names": ["a", "b", "c", "d", "e"], "epochs": 3})
-    loaded, meta = load_vit(path)
-    assert meta == {"class_names": ["a", "b", "c", "d", "e"], "epochs": 3, "architecture": "vit",
-                    "preset": TINY, "n_classes": 5, "image_size": 64}
-    x = images(2, 64)
-    with torch.no_grad():
-        assert torch.equal(loaded.eval()(x), model(x))
-        assert torch.equal(loaded.embed(x), model.embed(x))
-    assert not list(tmp_path.glob(".*tmp"))  # atomic write left no temporary behind
-
-
-def test_load_missing_and_corrupt_files_name_them(tmp_path):
-    missing = tmp_path / "nope.pt"
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
-        load_vit(missing)
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"this is not a torch file")
-    with pytest.raises(ValueError, match="corrupt.pt"):
-        load_vit(corrupt)
-    wrong = tmp_path / "wrong.pt"
-    torch.save({"weights": {}}, wrong)
-    with pytest.raises(ValueError, match="wrong.pt.*save_vit"):
-        load_vit(wrong)
-
-
-class Payload:
-    """An arbitrary class: pickled fine by torch.save, refused by torch.load(weights_only=True)."""
-
-
-def test_load_uses_weights_only(tmp_path):
-    model = tiny_model()
-    path = tmp_path / "pickled.pt"
-    torch.save({"state_dict": model.state_dict(),
-                "meta": {"preset": TINY, "n_classes": 5, "image_size": 64, "x": Payload()}}, path)
-    with pytest.raises(ValueError, match="pickled.pt"):
-        load_vit(path)
-
-
-def test_save_rejects_unplain_or_contradicting_meta(tmp_path):
-    model = tiny_model()
-    with pytest.raises(TypeError, match="Payload"):
-        save_vit(tmp_path / "a.pt", model, {"x": Payload()})
-    with pytest.raises(ValueError, match="n_classes"):
-        save_vit(tmp_path / "b.pt", model, {"n_classes": 4})
-    assert not list(tmp_path.iterdir())
-
-
 # --- position-embedding interpolation and pretrained weights ------------------------------------
 
 
@@ -247,8 +193,9 @@ def test_pretrained_path_with_other_resolution_and_legacy_keys(tmp_path):
         if key != "encoder.pos_embedding":
             assert torch.equal(value, source_state[key]), key
     assert torch.count_nonzero(model.classifier.weight) == 0  # the new head is not loaded
-    # a file written by save_vit also works as initialisation (its classifier is dropped)
-    save_vit(tmp_path / "teacher.pt", source, {})
+    # a file written by save_network also works as initialisation (its classifier is dropped)
+    save_network(tmp_path / "teacher.pt", source, architecture="vit",
+                 build_args={"preset": TINY, "n_classes": source.n_classes, "image_size": source.image_size})
     again = build_vit(TINY, 7, 64, str(tmp_path / "teacher.pt"))
     assert torch.equal(again.backbone.encoder.pos_embedding, source.backbone.encoder.pos_embedding)
     with pytest.raises(ValueError, match="tiny_backbone.pth.*do not fit ViT preset vit_b_16"):

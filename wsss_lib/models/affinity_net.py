@@ -25,7 +25,6 @@ from torch import nn
 import torch.nn.functional as F
 
 from wsss_lib.models.backbones import Backbone, build_backbone, level_ends
-from wsss_lib.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 REDUCED_WIDTHS = (64, 128, 256)  # PSA resnet38_aff: f8_3, f8_4, f8_5
 EMBEDDING_WIDTH = 448            # PSA: f9
@@ -88,15 +87,3 @@ class AffinityNet(nn.Module):
 def build_affinity_net(backbone: str, pretrained: str = "none", output_stride: int = 16, stride: int = 8,
                        weights_file=None) -> AffinityNet:
     return AffinityNet(build_backbone(backbone, pretrained, output_stride, weights_file), stride)
-
-
-def save_affinity_net(path, model: AffinityNet, meta: dict) -> None:
-    save_checkpoint(path, model.state_dict(), meta)
-
-
-def load_affinity_net(path) -> tuple[AffinityNet, dict]:
-    """Rebuild a saved AffinityNet (its state dict carries every weight; nothing is downloaded)."""
-    state_dict, meta = read_checkpoint(path, "AffinityNet written by train_affinity", architecture="affinity_net")
-    model = build_affinity_net(meta["backbone"], "none", meta["output_stride"], meta["stride"])
-    load_weights(model, state_dict, path, "AffinityNet")
-    return model, meta

@@ -13,7 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from wsss_lib.models.backbones import Backbone, build_backbone
-from wsss_lib.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from wsss_lib.models.registry import load_network
 
 
 class CAMNet(nn.Module):
@@ -58,36 +58,11 @@ def build_cam_net(backbone: str, n_classes: int, pretrained: str = "none", outpu
     return CAMNet(build_backbone(backbone, pretrained, output_stride, weights_file), n_classes, n_subcategories)
 
 
-def model_metadata(model: CAMNet, backbone: str, class_names: list[str], **extra) -> dict:
-    """What a saved model needs to be rebuilt: plain types only, so torch.load(weights_only=True) reads it."""
-    return {
-        "architecture": "cam_net",
-        "backbone": backbone,
-        "output_stride": int(model.backbone.output_stride),
-        "n_classes": int(model.n_classes),
-        "n_subcategories": int(model.n_subcategories),
-        "class_names": list(class_names),
-        **extra,
-    }
-
-
-def save_model(path, model: CAMNet, meta: dict) -> None:
-    save_checkpoint(path, model.state_dict(), meta)
-
-
 def cam_backbone_state(path, backbone: str) -> dict:
     """The backbone weights of the CAM net saved at ``path``, for a network on the same ``backbone`` that starts
     from them (AffinityNet or DeepLab with ``init: cam``, where no ImageNet weights exist to start from)."""
-    model, meta = load_cam_net(path)
-    if meta["backbone"] != backbone:
-        raise ValueError(f"CAM model {path} has a {meta['backbone']} backbone: it cannot initialise a {backbone}")
+    model, meta = load_network(path, "cam_net")
+    if meta["build_args"]["backbone"] != backbone:
+        raise ValueError(f"CAM model {path} has a {meta['build_args']['backbone']} backbone: it cannot initialise "
+                         f"a {backbone}")
     return model.backbone.state_dict()
-
-
-def load_cam_net(path) -> tuple[CAMNet, dict]:
-    """Rebuild a saved CAMNet (no pretrained weights needed: the state dict has them all)."""
-    state_dict, meta = read_checkpoint(path, "CAM model")
-    model = build_cam_net(meta["backbone"], meta["n_classes"], "none", meta["output_stride"],
-                          n_subcategories=meta.get("n_subcategories", 0))
-    load_weights(model, state_dict, path, "CAM model")
-    return model, meta

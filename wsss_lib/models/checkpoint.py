@@ -1,7 +1,8 @@
 """Model files: ``{"state_dict": ..., "meta": {...}}`` written atomically, read without unpickling code.
 
-Every trained network of the chain (CAM net, AffinityNet, DeepLab) is stored this way; ``meta`` holds
-plain values only, so ``torch.load(weights_only=True)`` can read it.
+Every trained network of the chain (CAM nets, ViT teacher, AffinityNet, DeepLab) is stored this way, through
+:func:`wsss_lib.models.registry.save_network` / ``load_network``; ``meta`` holds plain values only, so
+``torch.load(weights_only=True)`` can read it.
 """
 
 from __future__ import annotations

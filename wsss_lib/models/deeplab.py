@@ -29,12 +29,10 @@ import torch
 from torch import nn
 
 from wsss_lib.models.backbones import Backbone, build_backbone
-from wsss_lib.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 HEADS = ("v2", "v3")
 V2_RATES = (6, 12, 18, 24)    # DeepLab-v2 ASPP-L (TPAMI 2017, Sec. 3.2), at output stride 8
 V3_RATES_OS16 = (6, 12, 18)   # DeepLab-v3 (arXiv:1706.05587, Sec. 3.3), at output stride 16
-ARCHITECTURE = "deeplab"
 
 
 class ASPPv2(nn.Module):
@@ -129,47 +127,3 @@ def build_deeplab(backbone: str, n_classes: int, pretrained: str = "none", outpu
                   head: str = "v2", weights_file: str | os.PathLike | None = None,
                   rates: Sequence[int] | None = None) -> DeepLab:
     return DeepLab(build_backbone(backbone, pretrained, output_stride, weights_file), n_classes, head, rates)
-
-
-def deeplab_metadata(model: DeepLab) -> dict:
-    """The structural facts a saved DeepLab is rebuilt from, as plain types (weights_only=True reads them)."""
-    return {
-        "architecture": ARCHITECTURE,
-        "n_classes": int(model.n_classes),
-        "output_stride": int(model.output_stride),
-        "head": str(model.head_kind),
-        "rates": [int(r) for r in model.rates],
-    }
-
-
-def save_deeplab(path: str | os.PathLike, model: DeepLab, meta: dict) -> None:
-    """Write weights and ``meta`` atomically; ``meta`` must name the ``backbone``.
-
-    The model's own structure (architecture, n_classes, output_stride, head, rates) is added to
-    ``meta``; a value in ``meta`` that contradicts the model is refused, so a file never describes
-    a network other than the one it holds.
-    """
-    if "backbone" not in meta:
-        raise ValueError(f"meta for {path} must name the 'backbone' the model was built with")
-    facts = deeplab_metadata(model)
-    clashes = {key: (meta[key], value) for key, value in facts.items()
-               if key in meta and _plain(meta[key]) != value}
-    if clashes:
-        raise ValueError(f"meta for {path} contradicts the model (given, actual): {clashes}")
-    save_checkpoint(path, model.state_dict(), {**meta, **facts})
-
-
-def _plain(value):
-    return [int(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def load_deeplab(path: str | os.PathLike) -> tuple[DeepLab, dict]:
-    """Rebuild a DeepLab written by :func:`save_deeplab` (pretrained "none": the file holds every weight)."""
-    state_dict, meta = read_checkpoint(path, "DeepLab model written by save_deeplab", architecture=ARCHITECTURE)
-    missing = [key for key in ("backbone", "n_classes", "output_stride", "head", "rates") if key not in meta]
-    if missing:
-        raise ValueError(f"DeepLab model {path} lacks meta keys {missing}")
-    model = build_deeplab(meta["backbone"], meta["n_classes"], "none", meta["output_stride"], meta["head"],
-                          rates=meta["rates"])
-    load_weights(model, state_dict, path, "DeepLab model")
-    return model, meta

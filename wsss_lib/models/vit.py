@@ -21,8 +21,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +29,6 @@ from torchvision.models import ViT_B_16_Weights
 from torchvision.models.vision_transformer import VisionTransformer
 
 from wsss_lib.models.backbones import IMAGENET_MEAN, IMAGENET_STD, load_state_file
-from wsss_lib.models.checkpoint import load_torch_file, load_weights, save_checkpoint
 
 # Keyword arguments of torchvision's VisionTransformer (besides image_size).
 VIT_PRESETS: dict[str, dict] = {
@@ -42,7 +39,6 @@ VIT_PRESETS: dict[str, dict] = {
 }
 # Presets whose ImageNet weights exist (torchvision's checkpoint, fetched by a workflow rule).
 IMAGENET_WEIGHTS: dict[str, ViT_B_16_Weights] = {"vit_b_16": ViT_B_16_Weights.IMAGENET1K_V1}
-ARCHITECTURE = "vit"
 
 
 class ViTClassifier(nn.Module):
@@ -172,8 +168,9 @@ def build_vit(preset: str, n_classes: int, image_size: int, pretrained: str = "n
 
     ``imagenet`` loads torchvision's ViT_B_16_Weights.IMAGENET1K_V1 from ``weights_file`` (fetched
     beforehand by a workflow rule from :func:`vit_weights_url`; nothing is downloaded here). A path
-    may hold a torchvision ViT state dict or a file written by :func:`save_vit` (its classifier is
-    dropped). In both cases the position embeddings are interpolated to ``image_size``.
+    may hold a torchvision ViT state dict or a ViT file written by
+    :func:`~wsss_lib.models.registry.save_network` (its classifier is dropped). In both cases the
+    position embeddings are interpolated to ``image_size``.
     """
     # Argument errors are raised before building: ViT-B takes about a second to initialise.
     source: str | os.PathLike | None = None
@@ -197,59 +194,3 @@ def build_vit(preset: str, n_classes: int, image_size: int, pretrained: str = "n
 def vit_weights_url() -> str:
     """Where the fetch rule downloads ViT-B/16's ImageNet weights (torchvision's IMAGENET1K_V1)."""
     return IMAGENET_WEIGHTS["vit_b_16"].url
-
-
-def _check_plain(value: Any, where: str) -> None:
-    """Reject what ``torch.load(weights_only=True)`` would refuse, at save time rather than at load time."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_plain(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, (str, int)):
-                raise TypeError(f"model metadata {where} has a key of type {type(key).__name__}; use str")
-            _check_plain(item, f"{where}[{key!r}]")
-        return
-    raise TypeError(f"model metadata {where} is a {type(value).__name__}; only plain types "
-                    f"(None, bool, int, float, str, list, tuple, dict) can be read with weights_only=True")
-
-
-def save_vit(path: str | os.PathLike, model: ViTClassifier, meta: dict) -> None:
-    """Write ``{"state_dict", "meta"}`` atomically; ``meta`` gains what :func:`load_vit` needs to rebuild.
-
-    ``architecture``, ``preset``, ``n_classes`` and ``image_size`` are taken from the model; a
-    contradicting value in ``meta`` is an error rather than a file that rebuilds the wrong network.
-    """
-    own = {"architecture": ARCHITECTURE, "preset": model.preset, "n_classes": model.n_classes,
-           "image_size": model.image_size}
-    for key, value in own.items():
-        if key in meta and meta[key] != value:
-            raise ValueError(f"meta[{key!r}] = {meta[key]!r} contradicts the model's {value!r}")
-    full = {**meta, **own}
-    _check_plain(full, "meta")
-    save_checkpoint(path, model.state_dict(), full)
-
-
-def load_vit(path: str | os.PathLike) -> tuple[ViTClassifier, dict]:
-    """Rebuild a model written by :func:`save_vit` (no pretrained weights needed: the file has them all)."""
-    path = Path(path)
-    blob = load_torch_file(path, "ViT model file")
-    if not isinstance(blob, dict) or "state_dict" not in blob or "meta" not in blob:
-        raise ValueError(f"ViT model file {path} lacks 'state_dict'/'meta'; was it written by save_vit?")
-    meta = blob["meta"]
-    if not isinstance(meta, dict):
-        raise ValueError(f"ViT model file {path}: 'meta' is a {type(meta).__name__}, not a dict")
-    if meta.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-        raise ValueError(f"model file {path} holds a {meta['architecture']!r} model, not a ViT")
-    missing = [key for key in ("preset", "n_classes", "image_size") if key not in meta]
-    if missing:
-        raise ValueError(f"ViT model file {path}: meta lacks {missing}")
-    try:
-        model = ViTClassifier(meta["preset"], int(meta["n_classes"]), int(meta["image_size"]))
-    except ValueError as err:
-        raise ValueError(f"ViT model file {path}: {err}") from err
-    load_weights(model, blob["state_dict"], path, "ViT model file")
-    return model, meta

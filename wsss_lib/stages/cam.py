@@ -14,7 +14,8 @@ from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, coll
 from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table, read_split_tables, require_same_classes
 from wsss_lib.device import autocast, loader_workers, place_model, resolve_device, to_device, varied_input_sizes
-from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
+from wsss_lib.models.cam_net import build_cam_net
+from wsss_lib.models.registry import load_network, save_network
 from wsss_lib.store import open_store_writer
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.progress import Progress
@@ -42,7 +43,8 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
     # the net's outputs follow train's class columns; a val table with others would be scored against the wrong ones
     require_same_classes([train_csv, val_csv], [train_table, val_table])
     class_names = class_columns(train_table)
-    model = build_cam_net(hp["backbone"], len(class_names), hp["pretrained"], hp["output_stride"], weights_file)
+    build_args = {"backbone": hp["backbone"], "n_classes": len(class_names), "output_stride": hp["output_stride"]}
+    model = build_cam_net(**build_args, pretrained=hp["pretrained"], weights_file=weights_file)
     backbone = model.backbone
     rows = fit(
         model, ClassificationDataset(train_table, train_transform(opts, backbone.input_mean, backbone.input_std),
@@ -50,10 +52,9 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
         InferenceDataset(val_table, backbone.input_mean, backbone.input_std), TrainSettings.from_config(opts),
         build_batch_loss(objective_from_config(opts)), resolve_device(device), log_out, resume,
     )
-    meta = model_metadata(model, hp["backbone"], class_names, method=method, config_hash=config_hash(dict(hp)),
-                          pretrained=str(hp["pretrained"]), input_mean=list(backbone.input_mean),
-                          input_std=list(backbone.input_std))
-    save_model(model_out, model.cpu(), meta)
+    save_network(model_out, model.cpu(), architecture="cam_net", build_args=build_args, class_names=class_names,
+                 method=method, config_hash=config_hash(dict(hp)), pretrained=str(hp["pretrained"]),
+                 input_mean=list(backbone.input_mean), input_std=list(backbone.input_std))
     return rows
 
 
@@ -62,7 +63,7 @@ def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, 
     """Multi-scale + flip CAMs for every image of the split(s), for the classes in its image-level labels."""
     torch.set_num_threads(max(1, threads))
     opts = hp["make_cams"]
-    model, meta = load_cam_net(model_path)
+    model, meta = load_network(model_path, "cam_net")
     dev = resolve_device(device)
     channels_last = place_model(model, dev)
     model.eval()

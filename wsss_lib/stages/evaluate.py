@@ -91,7 +91,7 @@ def eval_segmentation(pred_dir: str, split_csv: str, model_path: str, json_out: 
 
     _, meta = read_checkpoint(model_path, "DeepLab model", architecture="deeplab")
     result = {**score_label_dir(Path(pred_dir) / "plain", split_csv),
-              "init": meta["init"], "head": meta["head"], "backbone": meta["backbone"],
+              "init": meta["init"], "head": meta["build_args"]["head"], "backbone": meta["build_args"]["backbone"],
               "iterations": meta["iterations"], "train_split": meta["train_split"],
               "n_train_images": meta["n_train_images"]}
     if (Path(pred_dir) / "crf").is_dir():

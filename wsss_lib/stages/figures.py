@@ -69,11 +69,11 @@ def plot_examples(split_csv: str, opts: Mapping[str, Any], cams_store: str, labe
     import torch  # DeepLab's predictions only: the other figure jobs start without torch
 
     from wsss_lib.data.transforms import normalise
-    from wsss_lib.models.deeplab import load_deeplab
+    from wsss_lib.models.registry import load_network
     from wsss_lib.segmentation import predict_probabilities
 
     torch.set_num_threads(1)
-    model, meta = load_deeplab(seg_model) if seg_model else (None, None)
+    model, meta = load_network(seg_model, "deeplab") if seg_model else (None, None)
     if model is not None:
         model.eval()
     infer = hp["segment"]["infer"]

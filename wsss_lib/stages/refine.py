@@ -20,8 +20,9 @@ from wsss_lib.data.label_png import read_label_png, write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import read_split_table, read_split_tables
 from wsss_lib.device import autocast, loader_workers, resolve_device, varied_input_sizes
-from wsss_lib.models.affinity_net import build_affinity_net, load_affinity_net, save_affinity_net
+from wsss_lib.models.affinity_net import build_affinity_net
 from wsss_lib.models.cam_net import cam_backbone_state
+from wsss_lib.models.registry import load_network, save_network
 from wsss_lib.progress import track
 from wsss_lib.random_walk import random_walk_labels
 from wsss_lib.store import StoreArrays, StoreReader, open_store_writer
@@ -117,14 +118,14 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
         missing = [i for i in table["id"] if i not in store]
     if missing:
         raise KeyError(f"{len(missing)} images of {split_csv} have no labels in {labels_store}, e.g. {missing[:3]}")
+    build_args = {"backbone": hp["backbone"], "output_stride": opts["output_stride"], "stride": opts["stride"]}
     if opts["init"] == "cam":
         if init_model is None:
             raise ValueError("refine.affinity.init: cam needs the method's CAM model")
-        model = build_affinity_net(hp["backbone"], "none", opts["output_stride"], opts["stride"])
+        model = build_affinity_net(**build_args)
         model.backbone.load_state_dict(cam_backbone_state(init_model, hp["backbone"]))
     else:
-        model = build_affinity_net(hp["backbone"], hp["pretrained"], opts["output_stride"], opts["stride"],
-                                   weights_file)
+        model = build_affinity_net(**build_args, pretrained=hp["pretrained"], weights_file=weights_file)
     backbone = model.backbone
     transform = SegmentationTrainTransform(
         crop=opts["crop"], mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
@@ -135,12 +136,10 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
                                        seed=opts["seed"])
     rows = fit(model, dataset, None, TrainSettings.from_config(opts), affinity_batch_loss(opts["radius"]),
                resolve_device(device), log_out, resume)
-    meta = {"architecture": "affinity_net", "backbone": hp["backbone"], "output_stride": int(backbone.output_stride),
-            "stride": opts["stride"], "radius": opts["radius"], "class_names": class_names, "method": method,
-            "config_hash": config_hash(dict(opts)), "init": opts["init"],
-            "init_model": str(init_model) if opts["init"] == "cam" else None,
-            "input_mean": list(backbone.input_mean), "input_std": list(backbone.input_std)}
-    save_affinity_net(model_out, model.cpu(), meta)
+    save_network(model_out, model.cpu(), architecture="affinity_net", build_args=build_args, radius=opts["radius"],
+                 class_names=class_names, method=method, config_hash=config_hash(dict(opts)), init=opts["init"],
+                 init_model=str(init_model) if opts["init"] == "cam" else None,
+                 input_mean=list(backbone.input_mean), input_std=list(backbone.input_std))
     return rows
 
 
@@ -154,7 +153,7 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
     opts = hp["refine"]["random_walk"]
     alpha = opts["alpha"] if opts["background"] == "power" else None
     threshold = opts["threshold"] if opts["background"] == "threshold" else None
-    model, meta = load_affinity_net(affinity_model)
+    model, meta = load_network(affinity_model, "affinity_net")
     dev = resolve_device(device)
     model.to(dev).eval()
     offsets = neighbour_offsets(meta["radius"])
@@ -172,6 +171,6 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
             if cam.shape[-2:] != tuple(image.shape[-2:]):
                 raise ValueError(f"CAMs of {image_id} in {cams_store} are {cam.shape[-2:]}, "
                                  f"its image is {tuple(image.shape[-2:])}")
-            labels = random_walk_labels(cam, entry["keys"], affinities, offsets, meta["stride"], alpha,
+            labels = random_walk_labels(cam, entry["keys"], affinities, offsets, model.stride, alpha,
                                         opts["beta"], opts["exp_times"], background_threshold=threshold)
             write_label_png(id_path(tmp, image_id, ".png", f"CAM store {cams_store}"), labels)

@@ -20,7 +20,8 @@ from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.device import loader_workers, resolve_device
 from wsss_lib.models.cam_net import cam_backbone_state
-from wsss_lib.models.deeplab import build_deeplab, load_deeplab, save_deeplab
+from wsss_lib.models.registry import load_network, save_network
+from wsss_lib.models.deeplab import build_deeplab
 from wsss_lib.progress import track
 from wsss_lib.segmentation import PseudoLabelReader, crf_refine_many, predict_probabilities, segmentation_batch_loss
 from wsss_lib.training import ResumeSpec, TrainSettings, fit
@@ -58,14 +59,15 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     if missing:
         raise FileNotFoundError(f"{len(missing)} images of {split_csv} have no pseudo-label in {pseudo_dir}, "
                                 f"e.g. {missing[:3]}")
+    build_args = {"backbone": opts["backbone"], "n_classes": len(class_names) + 1,
+                  "output_stride": opts["output_stride"], "head": opts["head"]}
     if opts["init"] == "cam":
         if init_model is None:
             raise ValueError("segment.init: cam needs the method's CAM model")
-        model = build_deeplab(opts["backbone"], len(class_names) + 1, "none", opts["output_stride"], opts["head"])
+        model = build_deeplab(**build_args)
         model.backbone.load_state_dict(cam_backbone_state(init_model, opts["backbone"]))
     else:
-        model = build_deeplab(opts["backbone"], len(class_names) + 1, opts["pretrained"], opts["output_stride"],
-                              opts["head"], weights_file)
+        model = build_deeplab(**build_args, pretrained=opts["pretrained"], weights_file=weights_file)
     backbone = model.backbone
     transform = SegmentationTrainTransform(
         crop=opts["crop"], mean=tuple(backbone.input_mean), std=tuple(backbone.input_std),
@@ -74,14 +76,11 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     dataset = SegmentationTrainDataset(table["id"], table["image"], reader, transform, seed=opts["seed"])
     rows = fit(model, dataset, None, segment_settings(opts, len(dataset)), segmentation_batch_loss(),
                resolve_device(device), log_out, resume)
-    meta = {"architecture": "deeplab", "backbone": opts["backbone"], "head": opts["head"],
-            "output_stride": int(backbone.output_stride), "n_classes": len(class_names) + 1,
-            "class_names": ["background", *class_names], "method": method, "config_hash": config_hash(dict(opts)),
-            "init": f"cam:{Path(init_model)}" if opts["init"] == "cam" else init_description(opts["pretrained"]),
-            "iterations": opts["iterations"],
-            "train_split": Path(split_csv).stem, "n_train_images": len(dataset),
-            "input_mean": list(backbone.input_mean), "input_std": list(backbone.input_std)}
-    save_deeplab(model_out, model.cpu(), meta)
+    save_network(model_out, model.cpu(), architecture="deeplab", build_args=build_args,
+                 class_names=["background", *class_names], method=method, config_hash=config_hash(dict(opts)),
+                 init=f"cam:{Path(init_model)}" if opts["init"] == "cam" else init_description(opts["pretrained"]),
+                 iterations=opts["iterations"], train_split=Path(split_csv).stem, n_train_images=len(dataset),
+                 input_mean=list(backbone.input_mean), input_std=list(backbone.input_std))
     return rows
 
 
@@ -104,13 +103,13 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
     probabilities, run in a pool of ``threads`` processes)."""
     torch.set_num_threads(max(1, threads))
     opts = hp["segment"]["infer"]
-    model, meta = load_deeplab(model_path)
+    model, meta = load_network(model_path, "deeplab")
     dev = resolve_device(device)
     model.to(dev).eval()
     table = read_split_table(split_csv)
-    if len(class_columns(table)) + 1 != meta["n_classes"]:
+    if len(class_columns(table)) + 1 != model.n_classes:
         raise ValueError(f"{split_csv} has {len(class_columns(table))} classes, the model {model_path} "
-                         f"predicts {meta['n_classes'] - 1} plus background")
+                         f"predicts {model.n_classes - 1} plus background")
     with atomic_dir(out_dir) as tmp:
         plain = Path(tmp) / "plain"
         plain.mkdir()

@@ -24,7 +24,8 @@ from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.device import autocast, resolve_device, varied_input_sizes
-from wsss_lib.models.cam_net import build_cam_net, load_cam_net, model_metadata, save_model
+from wsss_lib.models.cam_net import build_cam_net
+from wsss_lib.models.registry import load_network, save_network
 from wsss_lib.objectives import build_batch_loss, objective_from_config
 from wsss_lib.progress import Progress, summary_line
 from wsss_lib.report import write_csv, write_json
@@ -38,13 +39,14 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
                   resume: ResumeSpec | None = None, method: str = "") -> list[dict]:
     """Fine-tune the ViT teacher on the image-level labels with the shared training loop."""
     # the ViT module imports torchvision (~2 s a process), which only the teacher's jobs need
-    from wsss_lib.models.vit import build_vit, save_vit
+    from wsss_lib.models.vit import build_vit
 
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(teacher["seed"])
     train_table, val_table = read_split_table(train_csv), read_split_table(val_csv)
     class_names = class_columns(train_table)
-    model = build_vit(teacher["preset"], len(class_names), teacher["image_size"], teacher["pretrained"], weights_file)
+    build_args = {"preset": teacher["preset"], "n_classes": len(class_names), "image_size": teacher["image_size"]}
+    model = build_vit(**build_args, pretrained=teacher["pretrained"], weights_file=weights_file)
     opts = {**teacher, "freeze_bn": False, "crop": teacher["image_size"]}
 
     def vit_loss(model, images, labels, generator):
@@ -56,10 +58,8 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
                                      seed=teacher["seed"]),
         val_set, TrainSettings.from_config(opts), vit_loss, resolve_device(device), log_out, resume,
     )
-    meta = {"architecture": "vit", "preset": teacher["preset"], "n_classes": len(class_names),
-            "image_size": teacher["image_size"], "class_names": class_names, "method": method,
-            "config_hash": config_hash(dict(teacher))}
-    save_vit(model_out, model.cpu(), meta)
+    save_network(model_out, model.cpu(), architecture="vit", build_args=build_args, class_names=class_names,
+                 method=method, config_hash=config_hash(dict(teacher)))
     return rows
 
 
@@ -69,20 +69,17 @@ def extract_features(model_path: str, split_csv: str, store_out: str, *, kind: s
     """One feature vector per image: the CAM net's pooled features (``cam``) or the ViT embedding (``vit``)."""
     torch.set_num_threads(max(1, threads))
     dev = resolve_device(device)
+    if kind not in ("cam", "vit"):
+        raise ValueError(f"unknown feature kind {kind!r}; choose cam or vit")
+    model, meta = load_network(model_path, {"cam": "cam_net", "vit": "vit"}[kind])
     if kind == "cam":
-        model, meta = load_cam_net(model_path)
         dataset = InferenceDataset(read_split_table(split_csv, meta["class_names"]), meta["input_mean"],
                                    meta["input_std"])
         embed = model.pooled_features
-    elif kind == "vit":
-        from wsss_lib.models.vit import load_vit  # as in train_teacher
-
-        model, meta = load_vit(model_path)
-        dataset = InferenceDataset(read_split_table(split_csv, meta["class_names"]), model.input_mean,
-                                   model.input_std, size=meta["image_size"])
-        embed = model.embed
     else:
-        raise ValueError(f"unknown feature kind {kind!r}; choose cam or vit")
+        dataset = InferenceDataset(read_split_table(split_csv, meta["class_names"]), model.input_mean,
+                                   model.input_std, size=model.image_size)
+        embed = model.embed
     model.to(dev).eval()
     loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), collate_fn=collate_inference)
     attrs = {"method": method, "model": str(model_path), "kind": kind, "round": round_index,
@@ -157,16 +154,15 @@ def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_
     merged[sub_columns] = merged[sub_columns].astype(int)
 
     if init_model is None:
-        backbone = hp["backbone"]
-        model = build_cam_net(backbone, len(class_names), hp["pretrained"], hp["output_stride"], weights_file,
-                              n_subcategories=n_subcategories)
+        build_args = {"backbone": hp["backbone"], "n_classes": len(class_names), "output_stride": hp["output_stride"],
+                      "n_subcategories": n_subcategories}
+        model = build_cam_net(**build_args, pretrained=hp["pretrained"], weights_file=weights_file)
         mean, std = model.backbone.input_mean, model.backbone.input_std
         start = f"pretrained: {hp['pretrained']}"
     else:
-        initial, init_meta = load_cam_net(init_model)
-        backbone = init_meta["backbone"]
-        model = build_cam_net(backbone, len(class_names), "none", init_meta["output_stride"],
-                              n_subcategories=n_subcategories)
+        initial, init_meta = load_network(init_model, "cam_net")
+        build_args = {**init_meta["build_args"], "n_classes": len(class_names), "n_subcategories": n_subcategories}
+        model = build_cam_net(**build_args)
         state = {k: v for k, v in initial.state_dict().items() if not k.startswith("sub_classifier.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("sub_classifier.") for k in missing):
@@ -179,8 +175,7 @@ def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_
         build_batch_loss(objective_from_config(opts, hp["subcategory"]["weight"])), resolve_device(device),
         log_out, resume,
     )
-    meta = model_metadata(model, backbone, class_names, method=method, config_hash=config_hash(dict(hp)),
-                          pretrained=start, input_mean=list(mean),
-                          input_std=list(std), round=round_index, subcategory_columns=sub_columns)
-    save_model(model_out, model.cpu(), meta)
+    save_network(model_out, model.cpu(), architecture="cam_net", build_args=build_args, class_names=class_names,
+                 method=method, config_hash=config_hash(dict(hp)), pretrained=start, input_mean=list(mean),
+                 input_std=list(std), round=round_index, subcategory_columns=sub_columns)
     return rows
