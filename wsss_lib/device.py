@@ -23,6 +23,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def setup_job(device: str, threads: int, seed: int | None = None) -> torch.device:
+    """A job's set-up: torch uses ``threads`` CPU threads (at least 1), the global RNG is seeded with ``seed``
+    (when given: a training job's network initialisation), and the config's ``device`` is resolved."""
+    torch.set_num_threads(max(1, threads))
+    if seed is not None:
+        torch.manual_seed(seed)
+    return resolve_device(device)
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype on ``device``: bfloat16 on GPUs that support it (no loss scaling needed), float16
     with a GradScaler on older ones, None (full float32) on the CPU."""

@@ -13,7 +13,7 @@ from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.transforms import ClassificationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table, read_split_tables, require_same_classes
-from wsss_lib.device import autocast, loader_workers, place_model, resolve_device, to_device, varied_input_sizes
+from wsss_lib.device import autocast, loader_workers, place_model, setup_job, to_device, varied_input_sizes
 from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.models.registry import load_network, save_network
 from wsss_lib.store import open_store_writer
@@ -36,9 +36,8 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
 
     The method's mixing strategy and regularisers come from ``hp["train_cam"]`` (see objectives.py).
     """
-    torch.set_num_threads(max(1, threads))
     opts = hp["train_cam"]
-    torch.manual_seed(opts["seed"])
+    dev = setup_job(device, threads, opts["seed"])
     train_table, val_table = read_split_table(train_csv), read_split_table(val_csv)
     # the net's outputs follow train's class columns; a val table with others would be scored against the wrong ones
     require_same_classes([train_csv, val_csv], [train_table, val_table])
@@ -50,7 +49,7 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
         model, ClassificationDataset(train_table, train_transform(opts, backbone.input_mean, backbone.input_std),
                                      seed=opts["seed"]),
         InferenceDataset(val_table, backbone.input_mean, backbone.input_std), TrainSettings.from_config(opts),
-        build_batch_loss(objective_from_config(opts)), resolve_device(device), log_out, resume,
+        build_batch_loss(objective_from_config(opts)), dev, log_out, resume,
     )
     save_network(model_out, model.cpu(), architecture="cam_net", build_args=build_args, class_names=class_names,
                  method=method, config_hash=config_hash(dict(hp)), pretrained=str(hp["pretrained"]),
@@ -61,10 +60,9 @@ def train_cam(train_csv: str, val_csv: str, model_out: str, log_out: str, hp: Ma
 def make_cams(model_path: str, split_csvs: str | Sequence[str], store_out: str, hp: Mapping[str, Any], *,
               device: str = "auto", threads: int = 1, method: str = "") -> None:
     """Multi-scale + flip CAMs for every image of the split(s), for the classes in its image-level labels."""
-    torch.set_num_threads(max(1, threads))
+    dev = setup_job(device, threads)
     opts = hp["make_cams"]
     model, meta = load_network(model_path, "cam_net")
-    dev = resolve_device(device)
     channels_last = place_model(model, dev)
     model.eval()
     table = read_split_tables(split_csvs, meta["class_names"])

@@ -69,10 +69,11 @@ def plot_examples(split_csv: str, opts: Mapping[str, Any], cams_store: str, labe
     import torch  # DeepLab's predictions only: the other figure jobs start without torch
 
     from wsss_lib.data.transforms import normalise
+    from wsss_lib.device import setup_job
     from wsss_lib.models.registry import load_network
     from wsss_lib.segmentation import predict_probabilities
 
-    torch.set_num_threads(1)
+    setup_job("cpu", 1)
     model, meta = load_network(seg_model, "deeplab") if seg_model else (None, None)
     if model is not None:
         model.eval()

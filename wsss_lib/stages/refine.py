@@ -19,7 +19,7 @@ from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import read_label_png, write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import read_split_table, read_split_tables
-from wsss_lib.device import autocast, loader_workers, resolve_device, varied_input_sizes
+from wsss_lib.device import autocast, loader_workers, setup_job, varied_input_sizes
 from wsss_lib.models.affinity_net import build_affinity_net
 from wsss_lib.models.cam_net import cam_backbone_state
 from wsss_lib.models.registry import load_network, save_network
@@ -109,9 +109,8 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
     The backbone starts from the method's ``pretrained`` weights (PSA: ImageNet) or, with
     ``init: cam``, from the method's final CAM net (useful for from-scratch backbones).
     """
-    torch.set_num_threads(max(1, threads))
     opts = hp["refine"]["affinity"]
-    torch.manual_seed(opts["seed"])
+    dev = setup_job(device, threads, opts["seed"])
     with StoreReader(labels_store) as store:
         class_names = list(store.attrs["class_names"])
         table = read_split_table(split_csv, class_names)
@@ -135,7 +134,7 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
     dataset = SegmentationTrainDataset(table["id"], table["image"], StoreArrays(labels_store, "labels"), transform,
                                        seed=opts["seed"])
     rows = fit(model, dataset, None, TrainSettings.from_config(opts), affinity_batch_loss(opts["radius"]),
-               resolve_device(device), log_out, resume)
+               dev, log_out, resume)
     save_network(model_out, model.cpu(), architecture="affinity_net", build_args=build_args, radius=opts["radius"],
                  class_names=class_names, method=method, config_hash=config_hash(dict(opts)), init=opts["init"],
                  init_model=str(init_model) if opts["init"] == "cam" else None,
@@ -149,12 +148,11 @@ def random_walk(affinity_model: str, cams_store: str, split_csvs: str | Sequence
     """Pseudo-label PNGs ``out_dir/{id}.png``: each image's CAMs propagated by the random walk over
     AffinityNet's affinities, then arg-maxed against the configured background (PSA Sec. 3.5: a
     (1 - max)^alpha score walked with the CAMs; IRN: a constant threshold after the walk)."""
-    torch.set_num_threads(max(1, threads))
+    dev = setup_job(device, threads)
     opts = hp["refine"]["random_walk"]
     alpha = opts["alpha"] if opts["background"] == "power" else None
     threshold = opts["threshold"] if opts["background"] == "threshold" else None
     model, meta = load_network(affinity_model, "affinity_net")
-    dev = resolve_device(device)
     model.to(dev).eval()
     offsets = neighbour_offsets(meta["radius"])
     with StoreReader(cams_store) as cams, atomic_dir(out_dir) as tmp, varied_input_sizes(dev):

@@ -18,7 +18,7 @@ from wsss_lib.data.ids import id_path
 from wsss_lib.data.label_png import write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table
-from wsss_lib.device import loader_workers, resolve_device
+from wsss_lib.device import loader_workers, setup_job
 from wsss_lib.models.cam_net import cam_backbone_state
 from wsss_lib.models.registry import load_network, save_network
 from wsss_lib.models.deeplab import build_deeplab
@@ -49,9 +49,8 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     decay 5e-4, batch 10, crop 321, random scale 0.5-1.5 and flip, 255 ignored). The backbone starts from
     ``pretrained`` (DeepLab-v2: ImageNet) or, with ``init: cam``, from the method's CAM net ``init_model``.
     """
-    torch.set_num_threads(max(1, threads))
     opts = hp["segment"]
-    torch.manual_seed(opts["seed"])
+    dev = setup_job(device, threads, opts["seed"])
     table = read_split_table(split_csv)
     class_names = class_columns(table)
     reader = PseudoLabelReader(pseudo_dir)
@@ -75,7 +74,7 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     )
     dataset = SegmentationTrainDataset(table["id"], table["image"], reader, transform, seed=opts["seed"])
     rows = fit(model, dataset, None, segment_settings(opts, len(dataset)), segmentation_batch_loss(),
-               resolve_device(device), log_out, resume)
+               dev, log_out, resume)
     save_network(model_out, model.cpu(), architecture="deeplab", build_args=build_args,
                  class_names=["background", *class_names], method=method, config_hash=config_hash(dict(opts)),
                  init=f"cam:{Path(init_model)}" if opts["init"] == "cam" else init_description(opts["pretrained"]),
@@ -101,10 +100,9 @@ def infer_deeplab(model_path: str, split_csv: str, out_dir: str, hp: Mapping[str
     """Palette-PNG predictions ``out_dir/plain/{id}.png`` (argmax of the multi-scale + flip average)
     and, with ``segment.infer.crf``, ``out_dir/crf/{id}.png`` (DeepLab's dense CRF on the same
     probabilities, run in a pool of ``threads`` processes)."""
-    torch.set_num_threads(max(1, threads))
+    dev = setup_job(device, threads)
     opts = hp["segment"]["infer"]
     model, meta = load_network(model_path, "deeplab")
-    dev = resolve_device(device)
     model.to(dev).eval()
     table = read_split_table(split_csv)
     if len(class_columns(table)) + 1 != model.n_classes:

@@ -23,7 +23,7 @@ from wsss_lib.clustering import check_clusters, cluster_by_class
 from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
 from wsss_lib.data.voc import class_columns, read_split_table
-from wsss_lib.device import autocast, resolve_device, varied_input_sizes
+from wsss_lib.device import autocast, setup_job, varied_input_sizes
 from wsss_lib.models.cam_net import build_cam_net
 from wsss_lib.models.registry import load_network, save_network
 from wsss_lib.objectives import build_batch_loss, objective_from_config
@@ -41,8 +41,7 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
     # the ViT module imports torchvision (~2 s a process), which only the teacher's jobs need
     from wsss_lib.models.vit import build_vit
 
-    torch.set_num_threads(max(1, threads))
-    torch.manual_seed(teacher["seed"])
+    dev = setup_job(device, threads, teacher["seed"])
     train_table, val_table = read_split_table(train_csv), read_split_table(val_csv)
     class_names = class_columns(train_table)
     build_args = {"preset": teacher["preset"], "n_classes": len(class_names), "image_size": teacher["image_size"]}
@@ -56,7 +55,7 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
     rows = fit(
         model, ClassificationDataset(train_table, train_transform(opts, model.input_mean, model.input_std),
                                      seed=teacher["seed"]),
-        val_set, TrainSettings.from_config(opts), vit_loss, resolve_device(device), log_out, resume,
+        val_set, TrainSettings.from_config(opts), vit_loss, dev, log_out, resume,
     )
     save_network(model_out, model.cpu(), architecture="vit", build_args=build_args, class_names=class_names,
                  method=method, config_hash=config_hash(dict(teacher)))
@@ -67,8 +66,7 @@ def train_teacher(train_csv: str, val_csv: str, model_out: str, log_out: str, te
 def extract_features(model_path: str, split_csv: str, store_out: str, *, kind: str, device: str = "auto",
                      threads: int = 1, batch_size: int = 8, method: str = "", round_index: int = 0) -> None:
     """One feature vector per image: the CAM net's pooled features (``cam``) or the ViT embedding (``vit``)."""
-    torch.set_num_threads(max(1, threads))
-    dev = resolve_device(device)
+    dev = setup_job(device, threads)
     if kind not in ("cam", "vit"):
         raise ValueError(f"unknown feature kind {kind!r}; choose cam or vit")
     model, meta = load_network(model_path, {"cam": "cam_net", "vit": "vit"}[kind])
@@ -136,9 +134,8 @@ def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_
     (train_cam_clusters.py without --load_model) do. Loss = parent multi-label loss + weight *
     sub-category multi-label loss (SC-CAM Sec. 3).
     """
-    torch.set_num_threads(max(1, threads))
     opts = hp["train_cam"]
-    torch.manual_seed(opts["seed"] + round_index)
+    dev = setup_job(device, threads, opts["seed"] + round_index)
     found = read_cluster_count(clusters_json)
     if found != n_subcategories:
         raise ValueError(f"{clusters_json} holds {found} sub-categories but the job was scheduled with "
@@ -172,7 +169,7 @@ def train_subcategory(train_csv: str, val_csv: str, clusters_csv: str, clusters_
     rows = fit(
         model, ClassificationDataset(merged, train_transform(opts, mean, std), seed=opts["seed"] + round_index),
         InferenceDataset(read_split_table(val_csv, class_names), mean, std), TrainSettings.from_config(opts),
-        build_batch_loss(objective_from_config(opts, hp["subcategory"]["weight"])), resolve_device(device),
+        build_batch_loss(objective_from_config(opts, hp["subcategory"]["weight"])), dev,
         log_out, resume,
     )
     save_network(model_out, model.cpu(), architecture="cam_net", build_args=build_args, class_names=class_names,
