@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from wsss_lib.data.ids import MAX_ID_LENGTH, check_image_id, id_path
+from wsss_lib.data.ids import MAX_ID_LENGTH, check_image_id, id_path, require_ids
 
 VALID = ["2007_000032", "COCO_train2014_000000000009", "img-01.v2", "_x", "a", "9", "a..b", "a" * MAX_ID_LENGTH]
 INVALID = {
@@ -60,3 +60,9 @@ def test_id_path_refuses_a_suffix_that_leaves_root(tmp_path):
     # the id is valid; the containment check is what stops the joined path
     with pytest.raises(ValueError, match=r"gives .*a/\.\./\.\./x, not a file inside"):
         id_path(tmp_path, "a", "/../../x", "caller")
+
+
+def test_require_ids_names_split_source_and_the_first_missing():
+    require_ids(["a", "b"], {"a", "b"}.__contains__, "CAMs", "train.csv", "cams.h5")
+    with pytest.raises(KeyError, match=re.escape("2 images of train.csv have no CAMs in cams.h5, e.g. ['b', 'c']")):
+        require_ids(["a", "b", "c"], {"a"}.__contains__, "CAMs", "train.csv", "cams.h5")

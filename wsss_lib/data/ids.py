@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Callable, Iterable
 
 # ASCII letters, digits, '_', '-', '.'; first character a letter, digit or '_'. Covers VOC (2007_000032), SBD
 # (2008_000002), COCO (COCO_train2014_000000000009) and the like (img-01.v2); rules out '/', '\\', '..' as a
@@ -60,3 +61,11 @@ def id_path(root: str | os.PathLike, image_id: str, suffix: str, where: str) -> 
     if Path(os.path.normpath(path)).parent != Path(os.path.normpath(root)):
         raise ValueError(f"{where}: image id {image_id!r} with {suffix!r} gives {path}, not a file inside {root}")
     return path
+
+
+def require_ids(ids: Iterable[str], has: Callable[[str], bool], what: str, split, source) -> None:
+    """KeyError naming ``split``, ``source`` and the first ids of ``ids`` for which ``has(id)`` is false (that
+    have no ``what`` in ``source``: a store's group, a pseudo-label PNG)."""
+    missing = [i for i in ids if not has(i)]
+    if missing:
+        raise KeyError(f"{len(missing)} images of {split} have no {what} in {source}, e.g. {missing[:3]}")

@@ -15,7 +15,7 @@ from wsss_lib.atomic import atomic_dir
 from wsss_lib.config import config_hash
 from wsss_lib.crf import IGNORE, CRFParams, CRFTask, confident_labels_many
 from wsss_lib.data.datasets import SegmentationTrainDataset, decoded_images
-from wsss_lib.data.ids import id_path
+from wsss_lib.data.ids import id_path, require_ids
 from wsss_lib.data.label_png import read_label_png, write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import read_split_table, read_split_tables
@@ -33,9 +33,7 @@ def _split_with_cams(split_csvs: str | Sequence[str], store: StoreReader):
     """The split(s)' rows, checked to have CAMs in the store (same class list, every image present)."""
     class_names = list(store.attrs["class_names"])
     table = read_split_tables(split_csvs, class_names)
-    missing = [i for i in table["id"] if i not in store]
-    if missing:
-        raise KeyError(f"{len(missing)} images of {split_csvs} have no CAMs in {store.path}, e.g. {missing[:3]}")
+    require_ids(table["id"], store.__contains__, "CAMs", split_csvs, store.path)
     return table, class_names
 
 
@@ -114,9 +112,7 @@ def train_affinity(labels_store: str, split_csv: str, model_out: str, log_out: s
     with StoreReader(labels_store) as store:
         class_names = list(store.attrs["class_names"])
         table = read_split_table(split_csv, class_names)
-        missing = [i for i in table["id"] if i not in store]
-    if missing:
-        raise KeyError(f"{len(missing)} images of {split_csv} have no labels in {labels_store}, e.g. {missing[:3]}")
+        require_ids(table["id"], store.__contains__, "labels", split_csv, labels_store)
     build_args = {"backbone": hp["backbone"], "output_stride": opts["output_stride"], "stride": opts["stride"]}
     if opts["init"] == "cam":
         if init_model is None:

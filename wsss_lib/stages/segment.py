@@ -14,7 +14,7 @@ from wsss_lib.atomic import atomic_dir
 from wsss_lib.config import config_hash
 from wsss_lib.crf import CRFParams
 from wsss_lib.data.datasets import SegmentationTrainDataset, decoded_images
-from wsss_lib.data.ids import id_path
+from wsss_lib.data.ids import id_path, require_ids
 from wsss_lib.data.label_png import write_label_png
 from wsss_lib.data.transforms import SegmentationTrainTransform
 from wsss_lib.data.voc import class_columns, read_split_table
@@ -54,10 +54,8 @@ def train_deeplab(pseudo_dir: str, split_csv: str, model_out: str, log_out: str,
     table = read_split_table(split_csv)
     class_names = class_columns(table)
     reader = PseudoLabelReader(pseudo_dir)
-    missing = [i for i in table["id"] if not id_path(pseudo_dir, i, ".png", f"split table {split_csv}").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} images of {split_csv} have no pseudo-label in {pseudo_dir}, "
-                                f"e.g. {missing[:3]}")
+    require_ids(table["id"], lambda i: id_path(pseudo_dir, i, ".png", f"split table {split_csv}").is_file(),
+                "pseudo-label", split_csv, pseudo_dir)
     build_args = {"backbone": opts["backbone"], "n_classes": len(class_names) + 1,
                   "output_stride": opts["output_stride"], "head": opts["head"]}
     if opts["init"] == "cam":

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from wsss_lib.clustering import check_clusters, cluster_by_class
 from wsss_lib.config import config_hash
 from wsss_lib.data.datasets import ClassificationDataset, InferenceDataset, collate_inference
+from wsss_lib.data.ids import require_ids
 from wsss_lib.data.voc import class_columns, read_split_table
 from wsss_lib.device import autocast, setup_job, varied_input_sizes
 from wsss_lib.models.cam_net import build_cam_net
@@ -99,9 +100,7 @@ def cluster_features(store_path: str, split_csv: str, csv_out: str, json_out: st
     table = read_split_table(split_csv)
     class_names = class_columns(table)
     with StoreReader(store_path) as store:
-        missing = [i for i in table["id"] if i not in store]
-        if missing:
-            raise KeyError(f"store {store_path} lacks features of {len(missing)} images, e.g. {missing[:3]}")
+        require_ids(table["id"], store.__contains__, "features", split_csv, store_path)
         features = np.stack([store[i]["feature"] for i in table["id"]])
     clusters, info = cluster_by_class(
         table["id"].tolist(), features, table[class_names].to_numpy(), class_names,
