@@ -146,12 +146,11 @@ def previous_model(wildcards):
 
 
 def subcategory_start(wildcards):
-    """What a round's net starts from: the previous round's model (round_init: previous) or the backbone's
-    pretrained weights (round_init: pretrained, SC-CAM and mva-wsss; a fetched file, or nothing to fetch)."""
-    if hparams(wildcards.method)["subcategory"]["round_init"] == "previous":
-        return {"init": previous_model(wildcards)}
-    weights = weights_input(wildcards)
-    return {"weights": weights} if weights else {}
+    """A round's net starts from the previous round's model (round_init: previous) or the backbone's pretrained
+    weights (round_init: pretrained, SC-CAM and mva-wsss)."""
+    hp = hparams(wildcards.method)
+    previous = hp["subcategory"]["round_init"] == "previous"
+    return network_start(previous_model(wildcards) if previous else None, hp["backbone"], hp["pretrained"])
 
 
 def feature_model(wildcards):
@@ -202,6 +201,16 @@ def backbone_weights(backbone, pretrained):
     return []
 
 
+def network_start(model, backbone, pretrained):
+    """Where a network starts, as a rule's named inputs: {"init": model} when it starts from the model file
+    ``model`` (a previous round's or the method's CAM net), else the ``pretrained`` weights of ``backbone``
+    ({"weights": a fetched file or a user-given state dict}, or nothing to fetch)."""
+    if model:
+        return {"init": model}
+    weights = backbone_weights(backbone, pretrained)
+    return {"weights": weights} if weights else {}
+
+
 def weights_input(wildcards):
     """The CAM classifier's backbone weights."""
     hp = hparams(wildcards.method)
@@ -228,10 +237,9 @@ def affinity_training_params(method):
 
 def affinity_training_inputs(wildcards):
     """The backbone's start: the method's final CAM net (init: cam) or its pretrained weights."""
-    if hparams(wildcards.method)["refine"]["affinity"]["init"] == "cam":
-        return {"init": final_cam_model(wildcards)}
-    weights = weights_input(wildcards)
-    return {"weights": weights} if weights else {}
+    hp = hparams(wildcards.method)
+    from_cam = hp["refine"]["affinity"]["init"] == "cam"
+    return network_start(final_cam_model(wildcards) if from_cam else None, hp["backbone"], hp["pretrained"])
 
 
 def pseudo_split_csv(wildcards):
@@ -262,10 +270,8 @@ def segment_start(wildcards):
     """DeepLab's backbone start: the method's final CAM net (init: cam), or the fetched ImageNet weights of a
     ResNet, a user-given state dict, or nothing."""
     seg = hparams(wildcards.method)["segment"]
-    if seg["init"] == "cam":
-        return {"init": final_cam_model(wildcards)}
-    weights = backbone_weights(seg["backbone"], seg["pretrained"])
-    return {"weights": weights} if weights else {}
+    from_cam = seg["init"] == "cam"
+    return network_start(final_cam_model(wildcards) if from_cam else None, seg["backbone"], seg["pretrained"])
 
 
 def segment_eval_csv(wildcards):
