@@ -111,7 +111,7 @@ def test_a_tensor_of_the_wrong_shape_names_the_file_and_parameter(tmp_path):
     shape = tuple(state_dict[key].shape)
     state_dict[key] = torch.zeros(shape[0] + 1, *shape[1:])
     save_checkpoint(path, state_dict, meta)
-    with pytest.raises(ValueError, match=re.escape(f"cam_net model {path} does not fit its network: shape of {key}: "
+    with pytest.raises(ValueError, match=re.escape(f"CAM model {path} does not fit its network: shape of {key}: "
                                                    f"file "
                                                    f"{(shape[0] + 1, *shape[1:])} vs network {shape}")):
         load_network(path, "cam_net")
@@ -125,7 +125,7 @@ def test_a_missing_tensor_names_the_file_and_key(tmp_path):
     del state_dict[key]
     save_checkpoint(path, state_dict, {"architecture": "cam_net", "build_args": CAM_ARGS})
     with pytest.raises(ValueError,
-                       match=re.escape(f"cam_net model {path} does not fit its network: missing [{key!r}]")):
+                       match=re.escape(f"CAM model {path} does not fit its network: missing [{key!r}]")):
         load_network(path, "cam_net")
 
 

@@ -68,7 +68,7 @@ def test_unknown_architecture_or_rejected_build_args_are_refused_naming_the_file
         load_network(path)
     save_checkpoint(path, model.state_dict(), {"architecture": "cam_net",
                                                "build_args": {**BUILDS["cam_net"], "n_classes": 4}})
-    with pytest.raises(ValueError, match=re.escape(f"cam_net model {path} does not fit its network: shape of")):
+    with pytest.raises(ValueError, match=re.escape(f"CAM model {path} does not fit its network: shape of")):
         load_network(path, "cam_net")
 
 

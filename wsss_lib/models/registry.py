@@ -18,19 +18,20 @@ from torch import nn
 
 from wsss_lib.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
-# architecture -> (module, builder); imported on use: the ViT's module imports torchvision (~2 s a process)
-ARCHITECTURES: dict[str, tuple[str, str]] = {
-    "cam_net": ("wsss_lib.models.cam_net", "build_cam_net"),
-    "affinity_net": ("wsss_lib.models.affinity_net", "build_affinity_net"),
-    "deeplab": ("wsss_lib.models.deeplab", "build_deeplab"),
-    "vit": ("wsss_lib.models.vit", "build_vit"),
+# architecture -> (module, builder, its name in messages); imported on use: the ViT's module imports torchvision
+# (~2 s a process)
+ARCHITECTURES: dict[str, tuple[str, str, str]] = {
+    "cam_net": ("wsss_lib.models.cam_net", "build_cam_net", "CAM model"),
+    "affinity_net": ("wsss_lib.models.affinity_net", "build_affinity_net", "AffinityNet model"),
+    "deeplab": ("wsss_lib.models.deeplab", "build_deeplab", "DeepLab model"),
+    "vit": ("wsss_lib.models.vit", "build_vit", "ViT model"),
 }
 
 
 def builder(architecture: str) -> Callable[..., nn.Module]:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
-    module, name = ARCHITECTURES[architecture]
+    module, name, _ = ARCHITECTURES[architecture]
     return getattr(importlib.import_module(module), name)
 
 
@@ -75,13 +76,13 @@ def save_network(path: str | os.PathLike, model: nn.Module, *, architecture: str
     if repr(rebuilt) != repr(model):
         raise ValueError(f"model for {path} is not the {architecture} that {build_args} builds")
     state_dict = model.state_dict()
-    load_weights(rebuilt, state_dict, path, f"{architecture} model")
+    load_weights(rebuilt, state_dict, path, ARCHITECTURES[architecture][2])
     save_checkpoint(path, state_dict, full)
 
 
 def load_network(path: str | os.PathLike, architecture: str | None = None) -> tuple[nn.Module, dict]:
     """(model, meta) of a file written by :func:`save_network`; with ``architecture``, another one is refused."""
-    what = f"{architecture or 'network'} model"
+    what = ARCHITECTURES[architecture][2] if architecture in ARCHITECTURES else "model file"
     state_dict, meta = read_checkpoint(path, what, architecture)
     found, build_args = meta.get("architecture"), meta.get("build_args")
     if found not in ARCHITECTURES or not isinstance(build_args, dict):
