@@ -130,7 +130,7 @@ def test_subcategory_head_matches_the_checkpoint_count(workdir, sce_chain):
     info = json.loads((results / "clusters.json").read_text())
     blob = torch.load(results / "model.pt", weights_only=True)
     assert info["total"] == sum(info["per_class"].values()) > 0
-    assert blob["meta"]["n_subcategories"] == info["total"] and blob["meta"]["round"] == 1
+    assert blob["meta"]["build_args"]["n_subcategories"] == info["total"] and blob["meta"]["round"] == 1
     assert blob["state_dict"]["sub_classifier.weight"].shape[0] == info["total"]
     log = (workdir / "results/sce/cam/train_log.csv").read_text().splitlines()
     assert len(log) == 1 + 1  # header + the one epoch of the overlay

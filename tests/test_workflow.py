@@ -293,7 +293,7 @@ def test_subcategory_head_size_equals_the_count_found(every_method_run, method):
         if method == "sc_cam":  # SC-CAM: k-means with k = 10 per class
             assert set(info["partition"].values()) == {"kmeans:k10"} and info["total"] == 30
         blob = torch.load(results / f"round{r}/model.pt", weights_only=True)
-        assert blob["meta"]["n_subcategories"] == info["total"]
+        assert blob["meta"]["build_args"]["n_subcategories"] == info["total"]
         assert blob["state_dict"]["sub_classifier.weight"].shape[0] == info["total"]
         assert blob["meta"]["round"] == r
     with h5py.File(results / "cam/cams.h5", "r") as cams:
