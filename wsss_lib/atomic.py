@@ -106,14 +106,21 @@ def _take_lock(dest: Path, lock: Path) -> int:
         os.close(fd)  # locked a file that its previous holder has just removed: take the new one
 
 
-def process_start_time(pid: int) -> int | None:
-    """The start time of process ``pid`` (clock ticks since boot, /proc/<pid>/stat field 22), None if there is
-    none: with the pid it names one process, even after the pid is reused."""
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3, the state, first), None if there is no such
+    process. The name is skipped by its closing parenthesis: it may hold spaces and parentheses itself."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat[stat.rindex(")") + 2:].split()[19])
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks since boot, /proc/<pid>/stat field 22), None if there is
+    none: with the pid it names one process, even after the pid is reused."""
+    fields = process_stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def _holder_record() -> dict:

@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-from wsss_lib.atomic import STARTED_BY_ENV, process_start_time, writer_lock
+from wsss_lib.atomic import STARTED_BY_ENV, process_start_time, process_stat, writer_lock
 
 # After SIGTERM, how long a job whose snakemake is gone may take to unwind (a batch on the GPU to finish, a store
 # to close) before it exits without its clean-up; the next writer then removes what it left.
@@ -60,11 +60,10 @@ def _ancestors() -> list[int]:
     pids, pid = [], os.getppid()
     while pid > 1 and pid not in pids:
         pids.append(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+        fields = process_stat(pid)
+        if fields is None:
             break
-        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+        pid = int(fields[1])  # field 4, the parent's pid
     return pids
 
 
